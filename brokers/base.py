@@ -1,0 +1,109 @@
+"""The broker interface: place an order, read the order book, read positions.
+
+Adapters translate their wire format into these types; the pipeline never sees a broker's
+own field names.
+"""
+
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import Enum
+
+
+class PlaceOutcome(str, Enum):
+    ACCEPTED = "ACCEPTED"  # the broker gave us its order id
+    REJECTED = "REJECTED"  # definitely not placed; `message` says why
+    IN_DOUBT = "IN_DOUBT"  # no definite answer (timeout, 5xx, garbage): may or may not exist
+
+
+@dataclass(frozen=True)
+class PlaceRequest:
+    client_order_id: str  # our command id; the broker echoes it in its order book
+    exchange: str
+    symbol: str
+    side: str  # BUY / SELL
+    qty: int
+    order_type: str  # MARKET / LIMIT / SL / SL-M
+    product: str  # CNC / NRML / MIS
+    price: Decimal | None = None
+    trigger_price: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class PlaceResult:
+    outcome: PlaceOutcome
+    broker_order_id: str | None = None
+    message: str = ""
+
+
+class BookStatus(str, Enum):
+    OPEN = "OPEN"  # pending, open, trigger pending: still working
+    COMPLETE = "COMPLETE"
+    REJECTED = "REJECTED"
+    CANCELLED = "CANCELLED"
+    EXPIRED = "EXPIRED"
+    UNKNOWN = "UNKNOWN"
+
+
+# Noren spells it CANCELED; the old system waited for CANCELLED and left orders stuck.
+_STATUS_MAP = {
+    "PENDING": BookStatus.OPEN,
+    "OPEN": BookStatus.OPEN,
+    "TRIGGER_PENDING": BookStatus.OPEN,
+    "PUT ORDER REQ RECEIVED": BookStatus.OPEN,
+    "VALIDATION PENDING": BookStatus.OPEN,
+    "COMPLETE": BookStatus.COMPLETE,
+    "REJECTED": BookStatus.REJECTED,
+    "CANCELED": BookStatus.CANCELLED,
+    "CANCELLED": BookStatus.CANCELLED,
+    "EXPIRED": BookStatus.EXPIRED,
+}
+
+
+def normalize_status(raw: str | None) -> BookStatus:
+    return _STATUS_MAP.get((raw or "").strip().upper(), BookStatus.UNKNOWN)
+
+
+@dataclass(frozen=True)
+class BookEntry:
+    broker_order_id: str
+    client_order_id: str  # what we sent as the client order id ('' if none)
+    status: BookStatus
+    raw_status: str
+    filled_qty: int = 0
+    avg_price: Decimal | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Position:
+    exchange: str
+    symbol: str
+    product: str
+    net_qty: int
+    net_avg_price: Decimal
+    realized_pnl: Decimal
+    unrealized_pnl: Decimal
+    last_price: Decimal | None
+
+
+class BrokerUnavailable(Exception):
+    """A read (order book, positions) that gave no usable answer."""
+
+
+class BrokerInDoubt(Exception):
+    """Raised by an adapter's place() when the order may or may not have reached the broker."""
+
+
+class Broker:
+    name = "broker"
+
+    def place(self, request: PlaceRequest) -> PlaceResult:
+        """One attempt, never retried: ACCEPTED, REJECTED, or raise BrokerInDoubt."""
+        raise NotImplementedError
+
+    def order_book(self) -> list[BookEntry]:
+        """Today's orders. Raises BrokerUnavailable when the broker gave no usable answer."""
+        raise NotImplementedError
+
+    def positions(self) -> list[Position]:
+        raise NotImplementedError

@@ -1,0 +1,119 @@
+"""The paper broker: the embedded default. It fills orders realistically enough to run the
+whole pipeline with no account, and can be told per instrument to misbehave."""
+
+import secrets
+from collections import defaultdict
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from .base import BookEntry, Broker, BrokerInDoubt, PlaceOutcome, PlaceRequest, PlaceResult, Position, normalize_status
+from .models import Behaviour, PaperInstrument, PaperOrder
+
+INVALID_SYMBOL = "Invalid Trading Symbol"  # Noren's wording
+LATE_REJECT_REASON = "RED:Margin Shortfall:INSUFFICIENT BALANCE"
+CANCEL_REASON = "Canceled by exchange: IOC remainder"
+
+
+def _fill_price(instrument: PaperInstrument, request: PlaceRequest) -> Decimal:
+    if request.order_type in ("LIMIT", "SL") and request.price:
+        return request.price
+    if request.order_type == "SL-M" and request.trigger_price:
+        return request.trigger_price
+    return instrument.ref_price
+
+
+class PaperBroker(Broker):
+    name = "paper"
+
+    def _delay(self) -> timedelta:
+        return timedelta(seconds=settings.PAPER_FILL_DELAY_S)
+
+    def place(self, request: PlaceRequest) -> PlaceResult:
+        instrument = PaperInstrument.objects.filter(
+            exchange=request.exchange, symbol=request.symbol, enabled=True
+        ).first()
+        if instrument is None:
+            return PlaceResult(PlaceOutcome.REJECTED, message=INVALID_SYMBOL)
+        now = timezone.now()
+        order = PaperOrder.objects.create(
+            broker_order_id=f"{now:%y%m%d}{secrets.randbelow(10**9):09d}",
+            client_order_id=request.client_order_id,
+            exchange=request.exchange,
+            symbol=request.symbol,
+            side=request.side,
+            qty=request.qty,
+            order_type=request.order_type,
+            product=request.product,
+            price=request.price,
+            trigger_price=request.trigger_price,
+            fill_price=_fill_price(instrument, request),
+            behaviour=instrument.behaviour,
+            placed_at=now,
+            due_at=now + self._delay(),
+        )
+        if instrument.behaviour == Behaviour.TIMEOUT_ON_PLACE:
+            # The order exists at the "broker"; only the reply is lost.
+            raise BrokerInDoubt("read timed out (paper broker TIMEOUT_ON_PLACE)")
+        return PlaceResult(PlaceOutcome.ACCEPTED, broker_order_id=order.broker_order_id)
+
+    def _advance(self) -> None:
+        """Move every due OPEN order one step (compare-and-set, so concurrent readers agree)."""
+        now = timezone.now()
+        for order in PaperOrder.objects.filter(status="OPEN", due_at__lte=now):
+            changes = {}
+            if order.behaviour == Behaviour.REJECT_LATER:
+                changes = {"status": "REJECTED", "reason": LATE_REJECT_REASON}
+            elif order.behaviour == Behaviour.CANCEL_AFTER_PARTIAL and order.filled_qty == 0 and order.qty > 1:
+                changes = {"filled_qty": order.qty // 2, "avg_price": order.fill_price, "due_at": now + self._delay()}
+            elif order.behaviour == Behaviour.CANCEL_AFTER_PARTIAL:
+                changes = {"status": "CANCELED", "reason": CANCEL_REASON}
+            else:
+                changes = {"status": "COMPLETE", "filled_qty": order.qty, "avg_price": order.fill_price}
+            PaperOrder.objects.filter(pk=order.pk, status="OPEN", filled_qty=order.filled_qty).update(**changes)
+
+    def _todays_orders(self):
+        return PaperOrder.objects.filter(placed_at__gte=timezone.now() - timedelta(days=1)).order_by("id")
+
+    def order_book(self) -> list[BookEntry]:
+        with transaction.atomic():
+            self._advance()
+        return [
+            BookEntry(
+                broker_order_id=o.broker_order_id,
+                client_order_id=o.client_order_id,
+                status=normalize_status(o.status),
+                raw_status=o.status,
+                filled_qty=o.filled_qty,
+                avg_price=o.avg_price,
+                reason=o.reason,
+            )
+            for o in self._todays_orders()
+        ]
+
+    def positions(self) -> list[Position]:
+        """Net quantity, average price and P&L per instrument from the fills (average cost)."""
+        books = defaultdict(lambda: {"qty": 0, "avg": Decimal(0), "rpnl": Decimal(0)})
+        for o in self._todays_orders().filter(filled_qty__gt=0):
+            book = books[(o.exchange, o.symbol, o.product)]
+            signed = o.filled_qty if o.side == "BUY" else -o.filled_qty
+            qty, avg, price = book["qty"], book["avg"], o.avg_price
+            if qty == 0 or (qty > 0) == (signed > 0):  # opening or adding
+                book["avg"] = (avg * abs(qty) + price * abs(signed)) / (abs(qty) + abs(signed))
+            else:  # reducing, maybe flipping
+                closed = min(abs(qty), abs(signed))
+                book["rpnl"] += (price - avg) * closed * (1 if qty > 0 else -1)
+                if abs(signed) > abs(qty):
+                    book["avg"] = price
+            book["qty"] = qty + signed
+        prices = {(i.exchange, i.symbol): i.ref_price for i in PaperInstrument.objects.all()}
+        result = []
+        for (exchange, symbol, product), book in books.items():
+            last = prices.get((exchange, symbol))
+            unrealized = (last - book["avg"]) * book["qty"] if last is not None and book["qty"] else Decimal(0)
+            result.append(Position(exchange, symbol, product, book["qty"], book["avg"].quantize(Decimal("0.0001")),
+                                   book["rpnl"], unrealized, last))
+        return result

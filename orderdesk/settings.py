@@ -1,0 +1,191 @@
+"""Settings: everything comes from the environment, with safe local defaults.
+
+DATABASE_URL  unset -> SQLite file db/orderdesk.sqlite3 (WAL, IMMEDIATE transactions);
+              postgres://user:pass@host:port/name -> PostgreSQL.
+REDIS_URL     unset -> django-q2 ORM broker (the queue lives in the database);
+              set   -> django-q2 Redis broker.
+"""
+
+import os
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def database_from_url(url: str) -> dict:
+    if not url:
+        path = BASE_DIR / "db" / "orderdesk.sqlite3"
+        path.parent.mkdir(exist_ok=True)
+        url = f"sqlite:///{path}"
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        name = unquote(parsed.path)
+        if url.startswith("sqlite:////"):  # sqlite:////abs/path
+            name = "/" + name.lstrip("/")
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": name,
+            # IMMEDIATE: a writer takes the lock when its transaction starts, so two writers
+            # queue on the busy timeout instead of failing with "database is locked" later.
+            "OPTIONS": {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+            "TEST": {"NAME": env_str("ORDERDESK_TEST_SQLITE", str(BASE_DIR / "db" / "test.sqlite3"))},
+        }
+    if parsed.scheme in {"postgres", "postgresql", "pgsql"}:
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": unquote(parsed.path.lstrip("/")),
+            "USER": unquote(parsed.username or ""),
+            "PASSWORD": unquote(parsed.password or ""),
+            "HOST": parsed.hostname or "",
+            "PORT": str(parsed.port or ""),
+            "CONN_MAX_AGE": 60,
+            "CONN_HEALTH_CHECKS": True,
+        }
+    raise ImproperlyConfigured(f"DATABASE_URL scheme {parsed.scheme!r} is not supported")
+
+
+SECRET_KEY = env_str("SECRET_KEY", "orderdesk-local-development-key-change-me-in-production")
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "django_q",
+    "orders",
+    "brokers",
+    "risk",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "orderdesk.urls"
+WSGI_APPLICATION = "orderdesk.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": database_from_url(env_str("DATABASE_URL"))}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+USE_TZ = True
+TIME_ZONE = "UTC"  # stored and shown in UTC; the trading day is TRADING_TZ
+TRADING_TZ = "Asia/Kolkata"
+USE_I18N = False
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "db" / "static"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+}
+
+# --- task queue -------------------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+Q_CLUSTER = {
+    "name": env_str("ORDERDESK_Q_NAME", "orderdesk"),
+    # I/O-bound work; the OrderWatcher holds one worker for its whole slice.
+    "workers": env_int("ORDERDESK_Q_WORKERS", 4),
+    "timeout": 30,  # a task (a watcher slice is ~20 s) is killed after 30 s ...
+    "retry": 60,  # ... and only redelivered after 60 s: timeout < retry, never both at once
+    "max_attempts": 3,
+    "ack_failures": True,
+    "catch_up": False,
+    "save_limit": -1,  # the audit trail is OrderEvent; failed tasks are still kept
+    "poll": 0.05,
+    "label": "Task queue",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- order pipeline -----------------------------------------------------------------------
+ORDERDESK_BROKER = env_str("ORDERDESK_BROKER", "paper")
+ORDER_MAX_AGE_S = env_float("ORDER_MAX_AGE_S", 60)  # older at claim time -> STALE_ORDER
+WATCHER_INTERVAL_S = env_float("WATCHER_INTERVAL_S", 1)
+WATCHER_SLICE_S = env_float("WATCHER_SLICE_S", 20)
+WATCHER_LEASE_TTL_S = env_float("WATCHER_LEASE_TTL_S", 10)
+IN_DOUBT_GRACE_S = env_float("IN_DOUBT_GRACE_S", 60)
+IN_DOUBT_MIN_READS = env_int("IN_DOUBT_MIN_READS", 3)
+REQUEUE_CREATED_AFTER_S = env_float("REQUEUE_CREATED_AFTER_S", 10)
+BROKER_CONNECT_TIMEOUT_S = env_float("BROKER_CONNECT_TIMEOUT_S", 3)
+BROKER_READ_TIMEOUT_S = env_float("BROKER_READ_TIMEOUT_S", 10)
+PAPER_FILL_DELAY_S = env_float("PAPER_FILL_DELAY_S", 1)
+WEBHOOK_MAX_BYTES = 64 * 1024
+WEBHOOK_TRUST_X_FORWARDED_FOR = env_bool("WEBHOOK_TRUST_X_FORWARDED_FOR", False)
+MAX_LEGS_PER_ALERT = 20
+MAX_ORDER_QTY = env_int("MAX_ORDER_QTY", 1_000_000)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "orderdesk": {"level": env_str("ORDERDESK_LOG_LEVEL", "INFO")},
+        "django_q": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,107 @@
+"""The blotter: every order, its tag and its whole audit trail, read-only."""
+
+from django.contrib import admin, messages
+
+from .models import Alert, Order, OrderEvent, RejectedAlert, Strategy, WatcherLease
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class TagFamilyFilter(admin.SimpleListFilter):
+    title = "tag"
+    parameter_name = "tag_family"
+    FAMILIES = ["RISK_BLOCKED", "GUARD_BLOCKED", "BROKER_REJECTED", "BROKER_CANCELLED", "BROKER_EXPIRED",
+                "BROKER_IN_DOUBT", "BROKER_UNKNOWN", "BROKER_RECOVERED"]
+
+    def lookups(self, request, model_admin):
+        return [(f, f) for f in self.FAMILIES] + [("none", "no tag")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "none":
+            return queryset.filter(tag="")
+        if self.value():
+            return queryset.filter(tag__startswith=self.value() + ":")
+        return queryset
+
+
+class OrderEventInline(admin.TabularInline):
+    model = OrderEvent
+    fields = ["at", "kind", "from_status", "to_status", "tag", "actor", "detail"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ["id"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Order)
+class OrderAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "command_id", "strategy", "execution_type", "exchange", "symbol", "side", "qty",
+                    "order_type", "status", "tag", "broker_order_id", "filled_qty", "avg_price"]
+    list_filter = ["status", TagFamilyFilter, "strategy", "execution_type", "source", "exchange",
+                   ("created_at", admin.DateFieldListFilter)]
+    search_fields = ["=command_id", "=broker_order_id", "symbol", "alert__alert_id"]
+    list_select_related = ["strategy"]
+    date_hierarchy = "created_at"
+    inlines = [OrderEventInline]
+    show_full_result_count = False
+
+
+@admin.register(OrderEvent)
+class OrderEventAdmin(ReadOnlyAdmin):
+    list_display = ["at", "order", "kind", "from_status", "to_status", "tag", "actor"]
+    list_filter = ["kind", "to_status", "actor"]
+    search_fields = ["=order__command_id", "tag"]
+    list_select_related = ["order"]
+    show_full_result_count = False
+
+
+@admin.register(Alert)
+class AlertAdmin(ReadOnlyAdmin):
+    list_display = ["received_at", "strategy", "alert_id", "source", "actor", "sender_ip"]
+    list_filter = ["source", "strategy"]
+    search_fields = ["=alert_id"]
+
+
+@admin.register(RejectedAlert)
+class RejectedAlertAdmin(ReadOnlyAdmin):
+    list_display = ["received_at", "status_code", "strategy_name", "sender_ip", "reason"]
+    list_filter = ["status_code"]
+
+
+@admin.register(WatcherLease)
+class WatcherLeaseAdmin(ReadOnlyAdmin):
+    list_display = ["name", "owner", "expires_at"]
+
+
+@admin.register(Strategy)
+class StrategyAdmin(admin.ModelAdmin):
+    list_display = ["name", "enabled", "created_at"]
+    list_filter = ["enabled"]
+    fields = ["name", "enabled"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["name"] if obj else []
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # its orders keep pointing at it
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            secret = obj.set_secret()
+            messages.warning(request, f"Webhook secret for {obj.name} (shown once, stored only as a digest): {secret}")
+        super().save_model(request, obj, form, change)

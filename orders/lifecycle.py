@@ -1,0 +1,134 @@
+"""The one place an order's state changes.
+
+Every change is a compare-and-set UPDATE (`WHERE id = … AND status = <expected>`) plus its
+OrderEvent row and a log line, in one transaction. A function returns True when it won and
+False when another writer got there first (the caller then does nothing).
+"""
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+from .models import TERMINAL_STATUSES, EventKind, Order, OrderEvent, Status
+
+log = logging.getLogger("orderdesk.lifecycle")
+
+ALLOWED = {
+    (Status.CREATED, Status.SENT_TO_BROKER),
+    (Status.CREATED, Status.FAILED),
+    (Status.SENT_TO_BROKER, Status.EXECUTED),
+    (Status.SENT_TO_BROKER, Status.FAILED),
+}
+# Broker truth beats our guess: an order we gave up on as unknown that later shows up at the
+# broker is reopened (watcher only; recorded and alerted).
+RECOVERY = {(Status.FAILED, Status.SENT_TO_BROKER), (Status.FAILED, Status.EXECUTED)}
+UNKNOWN_TAG_PREFIX = "BROKER_UNKNOWN:"
+RECOVERY_ACTOR = "watcher"
+
+# Fields only this module writes.
+STATE_FIELDS = {"tag", "broker_order_id", "filled_qty", "avg_price"}
+
+DEFAULT_KIND = {
+    Status.SENT_TO_BROKER: EventKind.CLAIMED,
+    Status.EXECUTED: EventKind.EXECUTED,
+    Status.FAILED: EventKind.FAILED,
+}
+
+
+class IllegalTransition(Exception):
+    pass
+
+
+def _check_allowed(order: Order, to: str, actor: str) -> None:
+    move = (order.status, to)
+    if move in ALLOWED:
+        return
+    if move in RECOVERY and order.tag.startswith(UNKNOWN_TAG_PREFIX) and actor == RECOVERY_ACTOR:
+        return
+    raise IllegalTransition(f"order {order.command_id}: {order.status} -> {to} is not allowed")
+
+
+def _truncate(tag: str) -> str:
+    return tag if len(tag) <= 255 else tag[:252] + "..."
+
+
+def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes: dict, extra_filter: dict) -> bool:
+    unknown = set(changes) - STATE_FIELDS
+    if unknown:
+        raise ValueError(f"lifecycle cannot change {sorted(unknown)}")
+    if "tag" in changes:
+        changes["tag"] = _truncate(changes["tag"] or "")
+    now = timezone.now()
+    update = dict(changes, status=to, updated_at=now)
+    if order.status == Status.CREATED and to == Status.SENT_TO_BROKER:
+        update["sent_at"] = now
+    with transaction.atomic():
+        won = Order.objects.filter(pk=order.pk, status=order.status, **extra_filter).update(**update)
+        if not won:
+            log.info("order %s: lost %s %s->%s to a concurrent writer", order.command_id, kind, order.status, to)
+            return False
+        OrderEvent.objects.create(
+            order=order,
+            kind=kind,
+            from_status=order.status,
+            to_status=to,
+            tag=update.get("tag", order.tag),
+            actor=actor,
+            detail=detail,
+            at=now,
+        )
+    log.info(
+        "order %s %s %s->%s tag=%r actor=%s %s",
+        order.command_id, kind, order.status, to, update.get("tag", order.tag), actor, detail,
+    )
+    for field, value in update.items():
+        setattr(order, field, value)
+    return True
+
+
+def move(order: Order, to: str, *, actor: str, tag: str | None = None, kind: str | None = None,
+         detail: str = "", **changes) -> bool:
+    """Move `order` to status `to`. Raises IllegalTransition on a move the table forbids;
+    re-confirming the terminal state an order is already in is a no-op (False, no row)."""
+    if order.status == to and to in TERMINAL_STATUSES:
+        return False
+    _check_allowed(order, to, actor)
+    if tag is not None:
+        changes["tag"] = tag
+    if (order.status, to) in RECOVERY:
+        kind = EventKind.RECOVERED
+    return _apply(order, to, kind=kind or DEFAULT_KIND[to], actor=actor, detail=detail,
+                  changes=changes, extra_filter={})
+
+
+def annotate(order: Order, *, kind: str, actor: str, tag: str | None = None, detail: str = "",
+             only_if_no_broker_id: bool = False, **changes) -> bool:
+    """Change broker-facing fields of a live order without moving its status (broker id
+    stored or adopted, in doubt, fill progress). `only_if_no_broker_id` makes storing a
+    broker id a compare-and-set too, so a worker and the watcher never both set it."""
+    if order.status != Status.SENT_TO_BROKER:
+        raise IllegalTransition(f"order {order.command_id}: {kind} needs SENT_TO_BROKER, not {order.status}")
+    if tag is not None:
+        changes["tag"] = tag
+    extra = {"broker_order_id__isnull": True} if only_if_no_broker_id else {}
+    return _apply(order, order.status, kind=kind, actor=actor, detail=detail, changes=changes, extra_filter=extra)
+
+
+def record_created(orders: list[Order], actor: str) -> None:
+    """The creation rows for freshly registered orders (one bulk insert)."""
+    OrderEvent.objects.bulk_create(
+        OrderEvent(order=o, kind=EventKind.CREATED, from_status="", to_status=Status.CREATED,
+                   tag=o.tag, actor=actor, at=o.created_at)
+        for o in orders
+    )
+    for o in orders:
+        log.info("order %s CREATED leg=%s %s %s %s actor=%s", o.command_id, o.leg, o.side, o.qty, o.symbol, actor)
+
+
+def record_conflict(order: Order, actor: str, detail: str) -> None:
+    """A pass that lost a race or met an impossible broker report leaves a trace, no change."""
+    current = Order.objects.filter(pk=order.pk).values_list("status", flat=True).first() or order.status
+    OrderEvent.objects.create(order=order, kind=EventKind.CONFLICT, from_status=current, to_status=current,
+                              tag=order.tag, actor=actor, detail=detail[:2000])
+    log.warning("order %s conflict (%s): %s", order.command_id, actor, detail)

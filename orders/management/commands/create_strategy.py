@@ -1,0 +1,23 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from orders.models import Strategy
+
+
+class Command(BaseCommand):
+    help = "Create a strategy and print its webhook secret (once: only a digest is stored)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("name")
+        parser.add_argument("--secret", help="use this secret (at least 24 characters) instead of a generated one")
+        parser.add_argument("--disabled", action="store_true", help="create it disabled")
+
+    def handle(self, name, secret=None, disabled=False, **options):
+        if Strategy.objects.filter(name=name).exists():
+            raise CommandError(f"strategy {name!r} already exists")
+        strategy = Strategy(name=name, enabled=not disabled)
+        try:
+            secret = strategy.set_secret(secret)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        strategy.save()
+        self.stdout.write(f"strategy {name} created; webhook secret (shown once): {secret}")

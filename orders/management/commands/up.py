@@ -1,0 +1,82 @@
+"""Bring the whole system up on this machine: web server + django-q2 cluster (workers and
+the OrderWatcher), with a demo strategy and an admin login. Ctrl-C stops both."""
+
+import secrets
+import signal
+import subprocess
+import sys
+import time
+
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from orders.models import Strategy
+
+DEMO_STRATEGY = "demo"
+ADMIN_USER = "admin"
+
+
+class Command(BaseCommand):
+    help = "Migrate, create the demo strategy and admin login, and run web server + workers + watcher."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--addr", default="127.0.0.1:8000")
+        parser.add_argument("--no-serve", action="store_true", help="prepare and print credentials only")
+
+    def handle(self, addr, no_serve=False, **options):
+        call_command("migrate", interactive=False, verbosity=0)
+        secret, password = self._demo_credentials()
+        base = f"http://{addr}"
+        self.stdout.write(self.style.SUCCESS("orderdesk is ready (credentials are rotated on every `up`):"))
+        self.stdout.write(f"  admin blotter  {base}/admin/   user {ADMIN_USER}  password {password}")
+        self.stdout.write(f"  webhook        {base}/api/webhook/   strategy {DEMO_STRATEGY}  secret {secret}")
+        self.stdout.write(f"  export ORDERDESK_SECRET={secret}")
+        self.stdout.write("  send an alert:")
+        self.stdout.write(
+            f"""  curl -s -X POST {base}/api/webhook/ -H 'Content-Type: text/plain' -d '{{"strategy": "demo", """
+            f""""secret": "{secret}", "execution_type": "ENTRY", "exchange": "NSE", "legs": [{{"symbol": """
+            """"RELIANCE-EQ", "side": "BUY", "qty": 10, "order_type": "MARKET", "product": "MIS"}]}'"""
+        )
+        if no_serve:
+            return
+        self._serve(addr)
+
+    def _demo_credentials(self) -> tuple[str, str]:
+        strategy = Strategy.objects.filter(name=DEMO_STRATEGY).first() or Strategy(name=DEMO_STRATEGY)
+        secret = strategy.set_secret()
+        strategy.save()
+        user_model = get_user_model()
+        user = user_model.objects.filter(username=ADMIN_USER).first()
+        if user is None:
+            user = user_model(username=ADMIN_USER, is_staff=True, is_superuser=True)
+        password = secrets.token_urlsafe(12)
+        user.set_password(password)
+        user.save()
+        return secret, password
+
+    def _serve(self, addr: str) -> None:
+        # A terminal's Ctrl-C reaches the children too; a SIGTERM to us alone must stop them.
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+        manage = [sys.executable, "manage.py"]
+        children = [
+            subprocess.Popen(manage + ["runserver", "--noreload", "--insecure", addr]),
+            subprocess.Popen(manage + ["qcluster"]),
+        ]
+        self.stdout.write("web server and task cluster (submission + OrderWatcher) running; Ctrl-C stops both")
+        try:
+            while all(child.poll() is None for child in children):
+                time.sleep(0.5)
+            self.stderr.write("a child process exited; stopping the other")
+        except KeyboardInterrupt:
+            pass
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGINT)
+            deadline = time.monotonic() + 15
+            for child in children:
+                try:
+                    child.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    child.kill()

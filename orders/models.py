@@ -1,0 +1,227 @@
+"""The order contract: strategies, alerts, immutable orders and their audit trail.
+
+Only `orders.lifecycle` writes an order's status, tag, broker id and fills; everything
+else about an order is fixed when it is registered.
+"""
+
+import hashlib
+import hmac
+import secrets
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+from django.utils import timezone
+
+
+class Status(models.TextChoices):
+    CREATED = "CREATED"
+    SENT_TO_BROKER = "SENT_TO_BROKER"
+    EXECUTED = "EXECUTED"
+    FAILED = "FAILED"
+
+
+LIVE_STATUSES = (Status.CREATED, Status.SENT_TO_BROKER)
+TERMINAL_STATUSES = (Status.EXECUTED, Status.FAILED)
+
+
+class Source(models.TextChoices):
+    WEBHOOK = "webhook"
+    DASHBOARD = "dashboard"
+    SYSTEM = "system"
+
+
+class ExecutionType(models.TextChoices):
+    ENTRY = "ENTRY"
+    EXIT = "EXIT"
+
+
+class Side(models.TextChoices):
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class OrderType(models.TextChoices):
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+    SL = "SL"
+    SL_M = "SL-M"
+
+
+class Product(models.TextChoices):
+    CNC = "CNC"
+    NRML = "NRML"
+    MIS = "MIS"
+
+
+def secret_digest(secret: str) -> str:
+    # Secrets are >= 24 chars (generated ones 32 random bytes): a fast hash is enough and
+    # keeps the check far inside the webhook's time budget, unlike password hashers.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+MIN_SECRET_LENGTH = 24
+_DUMMY_DIGEST = secret_digest("no-such-strategy-" + secrets.token_hex(16))
+
+
+class Strategy(models.Model):
+    name = models.CharField(max_length=64, unique=True)
+    enabled = models.BooleanField(default=True)
+    secret_digest = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name_plural = "strategies"
+
+    def __str__(self):
+        return self.name
+
+    def set_secret(self, secret: str | None = None) -> str:
+        """Store the digest of `secret` (or of a new random one) and return the secret."""
+        if secret is None:
+            secret = secrets.token_urlsafe(32)
+        if len(secret) < MIN_SECRET_LENGTH:
+            raise ValueError(f"a webhook secret must be at least {MIN_SECRET_LENGTH} characters")
+        self.secret_digest = secret_digest(secret)
+        return secret
+
+    @staticmethod
+    def authenticate(name, secret) -> "Strategy | None":
+        """The strategy if `secret` is its secret; constant time whether or not it exists."""
+        strategy = Strategy.objects.filter(name=name).first() if isinstance(name, str) else None
+        expected = strategy.secret_digest if strategy else _DUMMY_DIGEST
+        given = secret_digest(secret) if isinstance(secret, str) else ""
+        if hmac.compare_digest(expected, given) and strategy is not None:
+            return strategy
+        return None
+
+
+def new_alert_id() -> str:
+    return "a-" + secrets.token_hex(10)
+
+
+def new_command_id() -> str:
+    # Travels to the broker as the client order id (Noren `remarks`): short, URL-safe, hex.
+    return secrets.token_hex(10)
+
+
+class Alert(models.Model):
+    """One row per accepted intake, whatever its source."""
+
+    strategy = models.ForeignKey(Strategy, on_delete=models.PROTECT, related_name="alerts")
+    source = models.CharField(max_length=16, choices=Source.choices)
+    alert_id = models.CharField(max_length=64, help_text="client idempotency key, or generated")
+    client_supplied_id = models.BooleanField(default=False)
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    sender_ip = models.GenericIPAddressField(null=True, blank=True)
+    actor = models.CharField(max_length=64)
+    payload = models.JSONField(encoder=DjangoJSONEncoder, help_text="the body as received, secret redacted")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["strategy", "alert_id"], name="alert_id_unique_per_strategy")]
+
+    def __str__(self):
+        return f"{self.strategy_id}:{self.alert_id}"
+
+
+class RejectedAlert(models.Model):
+    """An intake refused with 4xx: kept so that no alert that reached us goes unrecorded."""
+
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    status_code = models.PositiveSmallIntegerField()
+    reason = models.TextField()
+    sender_ip = models.GenericIPAddressField(null=True, blank=True)
+    strategy_name = models.CharField(max_length=64, blank=True)
+    body = models.TextField(blank=True, help_text="redacted, capped")
+
+    def __str__(self):
+        return f"{self.status_code} {self.reason[:60]}"
+
+
+class ImmutableOrderError(Exception):
+    pass
+
+
+class Order(models.Model):
+    command_id = models.CharField(max_length=32, unique=True, default=new_command_id, editable=False)
+    alert = models.ForeignKey(Alert, on_delete=models.PROTECT, related_name="orders")
+    leg = models.PositiveSmallIntegerField()
+    strategy = models.ForeignKey(Strategy, on_delete=models.PROTECT, related_name="orders")
+    source = models.CharField(max_length=16, choices=Source.choices)
+    execution_type = models.CharField(max_length=8, choices=ExecutionType.choices)
+    exchange = models.CharField(max_length=8)
+    symbol = models.CharField(max_length=64)
+    side = models.CharField(max_length=4, choices=Side.choices)
+    qty = models.PositiveIntegerField()
+    order_type = models.CharField(max_length=8, choices=OrderType.choices)
+    price = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
+    trigger_price = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
+    product = models.CharField(max_length=4, choices=Product.choices)
+    # Written only by orders.lifecycle:
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CREATED)
+    tag = models.CharField(max_length=255, blank=True)
+    broker_order_id = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    filled_qty = models.PositiveIntegerField(default=0)
+    avg_price = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True, help_text="when the submission claim was won")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["alert", "leg"], name="one_order_per_alert_leg")]
+        indexes = [models.Index(fields=["status", "created_at"], name="order_status_created")]
+
+    def __str__(self):
+        return f"{self.command_id} {self.side} {self.qty} {self.symbol} [{self.status}]"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise ImmutableOrderError(
+                f"order {self.command_id} is immutable: its details never change and its state "
+                "changes only through orders.lifecycle"
+            )
+        super().save(*args, **kwargs)
+
+
+class EventKind(models.TextChoices):
+    CREATED = "CREATED"
+    CLAIMED = "CLAIMED"  # CREATED -> SENT_TO_BROKER, about to call the broker
+    BLOCKED = "BLOCKED"  # CREATED -> FAILED by a blocker
+    BROKER_ACCEPTED = "BROKER_ACCEPTED"  # broker id stored
+    BROKER_REJECTED = "BROKER_REJECTED"
+    BROKER_IN_DOUBT = "BROKER_IN_DOUBT"  # no definite answer: never resent blindly
+    BROKER_ID_ADOPTED = "BROKER_ID_ADOPTED"  # in-doubt order found in the book by command id
+    FILL = "FILL"  # fill progress without a status change
+    EXECUTED = "EXECUTED"
+    FAILED = "FAILED"
+    RECOVERED = "RECOVERED"  # FAILED BROKER_UNKNOWN order later seen at the broker
+    CONFLICT = "CONFLICT"  # a concurrent writer won; nothing changed
+
+
+class OrderEvent(models.Model):
+    """The audit trail: one row per creation, transition and broker-field change."""
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="events")
+    kind = models.CharField(max_length=24, choices=EventKind.choices)
+    from_status = models.CharField(max_length=16, choices=Status.choices, blank=True)
+    to_status = models.CharField(max_length=16, choices=Status.choices)
+    tag = models.CharField(max_length=255, blank=True)
+    actor = models.CharField(max_length=64)
+    detail = models.TextField(blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"{self.kind} {self.from_status or '-'}->{self.to_status}"
+
+
+class WatcherLease(models.Model):
+    """At most one OrderWatcher polls at a time: whoever holds an unexpired lease."""
+
+    name = models.CharField(max_length=32, primary_key=True)
+    owner = models.CharField(max_length=64, blank=True)
+    expires_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"{self.name} held by {self.owner or '-'} until {self.expires_at:%H:%M:%S}"

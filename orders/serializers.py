@@ -1,0 +1,50 @@
+from rest_framework import serializers
+
+from .models import Order, OrderEvent
+
+
+def intake_response(result) -> dict:
+    """The webhook's reply: built by hand, it is on the hot path."""
+    return {
+        "alert_id": result.alert.alert_id,
+        "orders": [
+            {
+                "command_id": o.command_id,
+                "leg": o.leg,
+                "symbol": o.symbol,
+                "side": o.side,
+                "qty": o.qty,
+                "status": o.status,
+                "tag": o.tag,
+            }
+            for o in result.orders
+        ],
+    }
+
+
+class OrderEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = OrderEvent
+        fields = ["kind", "from_status", "to_status", "tag", "actor", "detail", "at"]
+
+
+class OrderSerializer(serializers.ModelSerializer):
+    strategy = serializers.CharField(source="strategy.name")
+    alert_id = serializers.CharField(source="alert.alert_id")
+
+    class Meta:
+        model = Order
+        fields = [
+            "command_id", "alert_id", "leg", "strategy", "source", "execution_type", "exchange", "symbol",
+            "side", "qty", "order_type", "price", "trigger_price", "product", "status", "tag",
+            "broker_order_id", "filled_qty", "avg_price", "created_at", "sent_at", "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class OrderDetailSerializer(OrderSerializer):
+    events = OrderEventSerializer(many=True, read_only=True)
+
+    class Meta(OrderSerializer.Meta):
+        fields = OrderSerializer.Meta.fields + ["events"]
+        read_only_fields = fields

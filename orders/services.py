@@ -1,0 +1,107 @@
+"""Intake: the one way an order enters the system, whatever its source.
+
+Register the alert and every leg as CREATED, run the blockers, fail the blocked legs with
+their tag and enqueue the rest — all in one transaction, so an alert is either recorded
+whole with its verdicts and queued work, or not at all.
+"""
+
+import logging
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from risk.blockers import IntakeContext, evaluate
+
+from . import lifecycle
+from .models import Alert, EventKind, Order, RejectedAlert, Status, Strategy, new_alert_id
+from .queue import enqueue_submissions
+from .validation import AlertRequest
+
+log = logging.getLogger("orderdesk.intake")
+
+BLOCKER_ACTOR = "guard"
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    alert: Alert
+    orders: list[Order]
+    created: bool  # False: a repeated alert_id, nothing new was registered
+
+
+def register_alert(*, strategy: Strategy, request: AlertRequest, source: str, actor: str,
+                   payload: dict, sender_ip: str | None = None) -> IntakeResult:
+    try:
+        return _register(strategy, request, source, actor, payload, sender_ip)
+    except IntegrityError:
+        # Two deliveries of one alert_id raced; the other one registered it.
+        existing = _existing(strategy, request.alert_id)
+        if existing is None:
+            raise
+        return existing
+
+
+def _existing(strategy: Strategy, alert_id: str | None) -> IntakeResult | None:
+    if alert_id is None:
+        return None
+    alert = Alert.objects.filter(strategy=strategy, alert_id=alert_id).first()
+    if alert is None:
+        return None
+    return IntakeResult(alert, list(alert.orders.order_by("leg")), created=False)
+
+
+def _register(strategy, request, source, actor, payload, sender_ip) -> IntakeResult:
+    with transaction.atomic():
+        existing = _existing(strategy, request.alert_id)
+        if existing is not None:
+            return existing
+        now = timezone.now()
+        alert = Alert.objects.create(
+            strategy=strategy,
+            source=source,
+            alert_id=request.alert_id or new_alert_id(),
+            client_supplied_id=request.alert_id is not None,
+            received_at=now,
+            sender_ip=sender_ip,
+            actor=actor,
+            payload=payload,
+        )
+        orders = Order.objects.bulk_create(
+            Order(
+                alert=alert,
+                leg=leg.leg,
+                strategy=strategy,
+                source=source,
+                execution_type=request.execution_type,
+                exchange=request.exchange,
+                symbol=leg.symbol,
+                side=leg.side,
+                qty=leg.qty,
+                order_type=leg.order_type,
+                price=leg.price,
+                trigger_price=leg.trigger_price,
+                product=leg.product,
+                created_at=now,
+                updated_at=now,
+            )
+            for leg in request.legs
+        )
+        lifecycle.record_created(orders, actor)
+        blocked = evaluate(IntakeContext(strategy, alert, orders))
+        for order in orders:
+            if order.leg in blocked:
+                lifecycle.move(order, Status.FAILED, tag=blocked[order.leg], actor=BLOCKER_ACTOR,
+                               kind=EventKind.BLOCKED)
+        enqueue_submissions([o.command_id for o in orders if o.status == Status.CREATED])
+    return IntakeResult(alert, orders, created=True)
+
+
+def record_rejected_alert(*, status_code: int, reason: str, sender_ip: str | None, strategy_name: str,
+                          body: str) -> None:
+    """A refused intake still leaves a row; a failure to write it must not turn a 4xx into a 500."""
+    try:
+        RejectedAlert.objects.create(status_code=status_code, reason=reason[:2000], sender_ip=sender_ip,
+                                     strategy_name=strategy_name[:64], body=body)
+    except Exception:  # noqa: BLE001 - the refusal itself is what the client must see
+        log.exception("could not record a rejected alert (%s %s)", status_code, reason[:200])

@@ -1,0 +1,82 @@
+"""Submission: claim an order, send it to the broker once, record what the broker said.
+
+The CREATED -> SENT_TO_BROKER compare-and-set is the claim: a duplicated or redelivered
+task loses it and does nothing. An answer that is not definite leaves the order in doubt
+for the watcher to resolve from the order book; it is never sent again blindly.
+"""
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from brokers.base import BrokerInDoubt, PlaceOutcome, PlaceRequest, PlaceResult
+from brokers.registry import get_broker
+
+from . import lifecycle
+from .models import EventKind, Order, Status
+from .watcher import watcher_running
+from .queue import enqueue_watcher
+
+log = logging.getLogger("orderdesk.submission")
+
+ACTOR = "worker"
+STALE_TAG = "GUARD_BLOCKED:STALE_ORDER"
+
+
+def place_on_broker(order: Order) -> PlaceResult:
+    """The only call of a broker's place() in the project."""
+    request = PlaceRequest(
+        client_order_id=order.command_id,
+        exchange=order.exchange,
+        symbol=order.symbol,
+        side=order.side,
+        qty=order.qty,
+        order_type=order.order_type,
+        product=order.product,
+        price=order.price,
+        trigger_price=order.trigger_price,
+    )
+    try:
+        return get_broker().place(request)
+    except BrokerInDoubt as exc:
+        return PlaceResult(PlaceOutcome.IN_DOUBT, message=str(exc))
+    except Exception as exc:  # noqa: BLE001 - after the claim, anything unexpected is "in doubt"
+        log.exception("order %s: unexpected error from broker place", order.command_id)
+        return PlaceResult(PlaceOutcome.IN_DOUBT, message=f"{type(exc).__name__}: {exc}"[:200])
+
+
+def submit_order(command_id: str) -> str:
+    """Returns what happened, for the task log: claimed-and-sent, or why nothing was done."""
+    order = Order.objects.filter(command_id=command_id).first()
+    if order is None:
+        log.error("submit: no order %s", command_id)
+        return "missing"
+    if order.status != Status.CREATED:
+        return f"not claimable ({order.status})"
+    age = timezone.now() - order.created_at
+    if age > timedelta(seconds=settings.ORDER_MAX_AGE_S):
+        lifecycle.move(order, Status.FAILED, tag=STALE_TAG, actor=ACTOR,
+                       detail=f"{age.total_seconds():.1f}s old at claim time, limit {settings.ORDER_MAX_AGE_S:g}s")
+        return "stale"
+    if not lifecycle.move(order, Status.SENT_TO_BROKER, actor=ACTOR):
+        return "claim lost"
+
+    result = place_on_broker(order)
+
+    if result.outcome == PlaceOutcome.ACCEPTED:
+        lifecycle.annotate(order, kind=EventKind.BROKER_ACCEPTED, actor=ACTOR, only_if_no_broker_id=True,
+                           broker_order_id=result.broker_order_id)
+        outcome = "accepted"
+    elif result.outcome == PlaceOutcome.REJECTED:
+        lifecycle.move(order, Status.FAILED, tag=f"BROKER_REJECTED:{result.message}", actor=ACTOR,
+                       kind=EventKind.BROKER_REJECTED)
+        return "rejected"
+    else:
+        lifecycle.annotate(order, kind=EventKind.BROKER_IN_DOUBT, actor=ACTOR,
+                           tag=f"BROKER_IN_DOUBT:{result.message}")
+        outcome = "in doubt"
+    if not watcher_running():
+        enqueue_watcher()
+    return outcome

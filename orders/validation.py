@@ -1,0 +1,216 @@
+"""Parse and validate an alert body into plain values, with DRF-style field errors.
+
+Hand-written rather than a DRF serializer: it runs on every webhook inside TradingView's
+3-second budget, and every rule here is one a trader should be able to read.
+"""
+
+import json
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from django.conf import settings
+
+from .models import ExecutionType, OrderType, Product, Side
+
+EXCHANGES = ("NSE", "NFO", "BSE", "BFO", "CDS", "MCX")
+PRICE_MAX_DIGITS = 14
+PRICE_DECIMALS = 4
+TEXT_MAX = 64
+_SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9&_.\-]{0,63}$")
+_ID_RE = re.compile(r"^[\x21-\x7e]{1,64}$")  # printable ASCII, no spaces
+
+
+class InvalidAlert(Exception):
+    def __init__(self, errors: dict):
+        super().__init__(errors)
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class LegRequest:
+    leg: int
+    symbol: str
+    side: str
+    qty: int
+    order_type: str
+    product: str
+    price: Decimal | None
+    trigger_price: Decimal | None
+
+
+@dataclass(frozen=True)
+class AlertRequest:
+    strategy: str
+    secret: str
+    alert_id: str | None
+    execution_type: str
+    exchange: str
+    legs: tuple[LegRequest, ...]
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not a number")
+
+
+def parse_json(raw: bytes) -> dict:
+    """The body as a JSON object; prices keep every digit as Decimal; NaN/Infinity refused."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidAlert({"body": ["must be UTF-8 encoded JSON"]}) from None
+    if not text.strip():
+        raise InvalidAlert({"body": ["is empty: send a JSON object"]})
+    try:
+        data = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidAlert({"body": [f"is not valid JSON: {str(exc)[:120]}"]}) from None
+    if not isinstance(data, dict):
+        raise InvalidAlert({"body": ["must be a JSON object"]})
+    return data
+
+
+def _text(data: dict, key: str, errors: dict, *, required=True, pattern=None) -> str | None:
+    value = data.get(key)
+    if value is None:
+        if required:
+            errors[key] = ["This field is required."]
+        return None
+    if not isinstance(value, str) or not value.strip():
+        errors[key] = ["must be a non-empty string"]
+        return None
+    value = value.strip()
+    if len(value) > TEXT_MAX:
+        errors[key] = [f"must be at most {TEXT_MAX} characters"]
+        return None
+    if pattern is not None and not pattern.match(value):
+        errors[key] = ["contains characters that are not allowed"]
+        return None
+    return value
+
+
+def _choice(data: dict, key: str, choices, errors: dict, *, default=None) -> str | None:
+    value = data.get(key, default)
+    if value is None:
+        errors[key] = ["This field is required."]
+        return None
+    normalized = value.strip().upper() if isinstance(value, str) else None
+    if normalized not in choices:
+        errors[key] = [f"{str(value)[:32]!r} is not one of {', '.join(choices)}"]
+        return None
+    return normalized
+
+
+def _qty(value, errors: dict) -> int | None:
+    if isinstance(value, bool):
+        value = None
+    elif isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 12:
+        value = int(value.strip())
+    elif isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        value = int(value)
+    if not isinstance(value, int):
+        errors["qty"] = ["must be a whole number"]
+        return None
+    if value <= 0:
+        errors["qty"] = ["must be greater than 0"]
+        return None
+    if value > settings.MAX_ORDER_QTY:
+        errors["qty"] = [f"must be at most {settings.MAX_ORDER_QTY}"]
+        return None
+    return value
+
+
+def _price(value, key: str, errors: dict) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
+            raise InvalidOperation
+        number = Decimal(value.strip() if isinstance(value, str) else value)
+    except (InvalidOperation, ValueError):
+        errors[key] = ["must be a number"]
+        return None
+    if not number.is_finite():
+        errors[key] = ["must be a finite number"]
+        return None
+    if number <= 0:
+        errors[key] = ["must be greater than 0"]
+        return None
+    sign, digits, exponent = number.normalize().as_tuple()
+    decimals = max(0, -exponent)
+    whole = len(digits) - decimals if exponent < 0 else len(digits) + exponent
+    if decimals > PRICE_DECIMALS or whole > PRICE_MAX_DIGITS - PRICE_DECIMALS:
+        errors[key] = [f"must have at most {PRICE_MAX_DIGITS - PRICE_DECIMALS} digits before "
+                       f"and {PRICE_DECIMALS} after the decimal point"]
+        return None
+    return number
+
+
+def _leg(index: int, data, errors: dict) -> LegRequest | None:
+    if not isinstance(data, dict):
+        errors["non_field_errors"] = ["each leg must be a JSON object"]
+        return None
+    symbol = _text(data, "symbol", errors, pattern=_SYMBOL_RE)
+    side = _choice(data, "side", Side.values, errors)
+    qty = _qty(data.get("qty"), errors)
+    order_type = _choice(data, "order_type", OrderType.values, errors, default=OrderType.MARKET)
+    product = _choice(data, "product", Product.values, errors)
+    price = _price(data.get("price"), "price", errors)
+    trigger = _price(data.get("trigger_price"), "trigger_price", errors)
+    if order_type in (OrderType.LIMIT, OrderType.SL) and price is None and "price" not in errors:
+        errors["price"] = [f"is required for {order_type} orders"]
+    if order_type in (OrderType.MARKET, OrderType.SL_M) and price is not None:
+        errors["price"] = [f"must be null for {order_type} orders (they carry no limit price)"]
+    if order_type in (OrderType.SL, OrderType.SL_M) and trigger is None and "trigger_price" not in errors:
+        errors["trigger_price"] = [f"is required for {order_type} orders"]
+    if order_type in (OrderType.MARKET, OrderType.LIMIT) and trigger is not None:
+        errors["trigger_price"] = [f"must be null for {order_type} orders"]
+    if errors:
+        return None
+    return LegRequest(index + 1, symbol, side, qty, order_type, product, price, trigger)
+
+
+def validate_alert(data: dict) -> AlertRequest:
+    """All field errors at once, or a clean AlertRequest."""
+    errors: dict = {}
+    strategy = _text(data, "strategy", errors)
+    secret = data.get("secret")
+    if not isinstance(secret, str) or not secret:
+        errors["secret"] = ["This field is required."]
+    alert_id = _text(data, "alert_id", errors, required=False, pattern=_ID_RE)
+    execution_type = _choice(data, "execution_type", ExecutionType.values, errors)
+    exchange = _choice(data, "exchange", EXCHANGES, errors)
+    legs_data = data.get("legs")
+    legs: list[LegRequest] = []
+    if not isinstance(legs_data, list) or not legs_data:
+        errors["legs"] = ["must be a non-empty list of legs"]
+    elif len(legs_data) > settings.MAX_LEGS_PER_ALERT:
+        errors["legs"] = [f"at most {settings.MAX_LEGS_PER_ALERT} legs per alert"]
+    else:
+        leg_errors = []
+        for index, leg_data in enumerate(legs_data):
+            leg_error: dict = {}
+            leg = _leg(index, leg_data, leg_error)
+            leg_errors.append(leg_error)
+            if leg:
+                legs.append(leg)
+        if any(leg_errors):
+            errors["legs"] = leg_errors
+    if errors:
+        raise InvalidAlert(errors)
+    return AlertRequest(strategy, secret, alert_id, execution_type, exchange, tuple(legs))
+
+
+def redacted(data) -> dict | str:
+    """The payload with its secret replaced, for storing."""
+    if isinstance(data, dict) and "secret" in data:
+        return {**data, "secret": "***"}
+    return data
+
+
+_SECRET_IN_TEXT = re.compile(r'("secret"\s*:\s*)("(?:[^"\\]|\\.)*"|[^,}\s]*)', re.IGNORECASE)
+
+
+def redact_text(text: str, cap: int = 4096) -> str:
+    """A raw body we could not parse, with anything that looks like the secret hidden."""
+    return _SECRET_IN_TEXT.sub(r'\1"***"', text[:cap])
