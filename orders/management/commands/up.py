@@ -17,6 +17,10 @@ DEMO_STRATEGY = "demo"
 ADMIN_USER = "admin"
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 class Command(BaseCommand):
     help = "Migrate, create the demo strategy and admin login, and run web server + workers + watcher."
 
@@ -57,7 +61,7 @@ class Command(BaseCommand):
 
     def _serve(self, addr: str) -> None:
         # A terminal's Ctrl-C reaches the children too; a SIGTERM to us alone must stop them.
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+        signal.signal(signal.SIGTERM, _interrupt)
         manage = [sys.executable, "manage.py"]
         children = [
             subprocess.Popen(manage + ["runserver", "--noreload", "--insecure", addr]),

@@ -1,0 +1,109 @@
+"""Shared fixtures. Services (PostgreSQL, Redis) are real; on a developer's laptop a missing
+one skips its tests with a message, in CI (CI=true) it fails them."""
+
+import json
+import os
+
+import pytest
+from django.db import connection
+
+from tests.factories import TEST_SECRET, StrategyFactory
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+REDIS_TEST_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15")
+
+
+def service_missing(message: str):
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: a missing service is a failure)", pytrace=False)
+    pytest.skip(message)
+
+
+def pytest_collection_modifyitems(config, items):
+    """PostgreSQL-only tests run in the second, DATABASE_URL=postgres://… run of the suite."""
+    if connection.vendor == "postgresql":
+        return
+    selected, deselected = [], []
+    for item in items:
+        (deselected if item.get_closest_marker("postgres") else selected).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
+
+
+def pytest_report_header(config):
+    return f"database: {connection.vendor} {connection.settings_dict['NAME']}"
+
+
+@pytest.fixture
+def redis_url():
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=1).ping()
+    except Exception as exc:  # noqa: BLE001
+        service_missing(f"Redis at {REDIS_TEST_URL} is not reachable: {exc}")
+    return REDIS_TEST_URL
+
+
+@pytest.fixture(autouse=True)
+def _fast_pipeline(settings):
+    """Paper fills at once unless a test says otherwise."""
+    settings.PAPER_FILL_DELAY_S = 0
+    settings.ORDERDESK_BROKER = "paper"
+
+
+@pytest.fixture
+def strategy(db):
+    return StrategyFactory(name="demo")
+
+
+@pytest.fixture
+def alert_body():
+    def build(**overrides):
+        legs = overrides.pop("legs", None) or [
+            {"symbol": "RELIANCE-EQ", "side": "BUY", "qty": 10, "order_type": "MARKET", "product": "MIS"}
+        ]
+        body = {"strategy": "demo", "secret": TEST_SECRET, "execution_type": "ENTRY", "exchange": "NSE", "legs": legs}
+        body.update(overrides)
+        return body
+
+    return build
+
+
+@pytest.fixture
+def post_alert(client):
+    """POST a body (dict -> JSON) to the webhook the way TradingView does (text/plain)."""
+
+    def post(body, content_type="text/plain; charset=utf-8"):
+        raw = json.dumps(body) if isinstance(body, dict | list) else body
+        return client.post("/api/webhook/", data=raw, content_type=content_type)
+
+    return post
+
+
+@pytest.fixture
+def run_queue(db):
+    """Run the submission tasks waiting in the django-q2 ORM queue, in this process, the way
+    a worker would (decode the signed package, call the function). Watcher tasks are
+    acknowledged without running (tests drive the watcher themselves). Returns the
+    (func, args) of every task found."""
+    from django.utils.module_loading import import_string
+    from django_q.brokers import get_broker
+    from django_q.signing import SignedPackage
+
+    def run(run_watcher_tasks=False):
+        broker = get_broker()
+        found = []
+        while True:
+            batch = broker.dequeue()
+            if not batch:
+                return found
+            for ack_id, payload in batch:
+                task = SignedPackage.loads(payload)
+                found.append((task["func"], task["args"]))
+                if task["func"] != "orders.tasks.watch_orders" or run_watcher_tasks:
+                    import_string(task["func"])(*task["args"], **task["kwargs"])
+                broker.acknowledge(ack_id)
+
+    return run

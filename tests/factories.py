@@ -1,0 +1,50 @@
+import factory
+from django.utils import timezone
+
+from orders.models import Alert, Order, Source, Strategy
+from orders.models import secret_digest as digest_of
+
+TEST_SECRET = "test-secret-that-is-long-enough-0123"
+
+
+class StrategyFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Strategy
+        django_get_or_create = ("name",)
+
+    name = factory.Sequence(lambda n: f"strategy-{n}")
+    enabled = True
+    secret_digest = factory.LazyFunction(lambda: digest_of(TEST_SECRET))
+
+
+class AlertFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Alert
+
+    strategy = factory.SubFactory(StrategyFactory)
+    source = Source.WEBHOOK
+    alert_id = factory.Sequence(lambda n: f"alert-{n}")
+    actor = "webhook"
+    payload = factory.LazyFunction(dict)
+
+
+class OrderFactory(factory.django.DjangoModelFactory):
+    """Registers an order directly (status CREATED unless given): tests that need other
+    states should normally walk there through orders.lifecycle."""
+
+    class Meta:
+        model = Order
+
+    alert = factory.SubFactory(AlertFactory)
+    strategy = factory.SelfAttribute("alert.strategy")
+    leg = factory.Sequence(lambda n: n + 1)
+    source = Source.WEBHOOK
+    execution_type = "ENTRY"
+    exchange = "NSE"
+    symbol = "RELIANCE-EQ"
+    side = "BUY"
+    qty = 10
+    order_type = "MARKET"
+    product = "MIS"
+    created_at = factory.LazyFunction(timezone.now)
+    updated_at = factory.SelfAttribute("created_at")
