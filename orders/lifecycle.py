@@ -1,8 +1,9 @@
 """The one place an order's state changes.
 
-Every change is a compare-and-set UPDATE (`WHERE id = … AND status = <expected>`) plus its
-OrderEvent row and a log line, in one transaction. A function returns True when it won and
-False when another writer got there first (the caller then does nothing).
+Every change is a compare-and-set UPDATE (`WHERE id = … AND status = <expected> AND
+broker_order_id = <expected>`) plus its OrderEvent row and a log line, in one transaction.
+A function returns True when it won and False when another writer got there first (the
+caller then does nothing).
 """
 
 import logging
@@ -64,7 +65,10 @@ def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes
     if order.status == Status.CREATED and to == Status.SENT_TO_BROKER:
         update["sent_at"] = now
     with transaction.atomic():
-        won = Order.objects.filter(pk=order.pk, status=order.status, **extra_filter).update(**update)
+        # Compare-and-set on what the caller's decision rests on: the status and the broker id
+        # (a stale copy without an id must not fail an order a worker has since given one).
+        won = Order.objects.filter(pk=order.pk, status=order.status, broker_order_id=order.broker_order_id,
+                                   **extra_filter).update(**update)
         if not won:
             log.info("order %s: lost %s %s->%s to a concurrent writer", order.command_id, kind, order.status, to)
             return False
@@ -96,10 +100,14 @@ def move(order: Order, to: str, *, actor: str, tag: str | None = None, kind: str
     _check_allowed(order, to, actor)
     if tag is not None:
         changes["tag"] = tag
+    extra = {}
     if (order.status, to) in RECOVERY:
         kind = EventKind.RECOVERED
+        # The exception holds only while the row is still a BROKER_UNKNOWN failure: a stale
+        # copy must not reopen an order that has since been recovered and failed for real.
+        extra = {"tag__startswith": UNKNOWN_TAG_PREFIX}
     return _apply(order, to, kind=kind or DEFAULT_KIND[to], actor=actor, detail=detail,
-                  changes=changes, extra_filter={})
+                  changes=changes, extra_filter=extra)
 
 
 def annotate(order: Order, *, kind: str, actor: str, tag: str | None = None, detail: str = "",

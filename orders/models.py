@@ -59,6 +59,17 @@ def secret_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _storable(text) -> bool:
+    """A string a database can hold and SHA-256 can hash (JSON can carry lone surrogates and NULs)."""
+    if not isinstance(text, str) or "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 MIN_SECRET_LENGTH = 24
 _DUMMY_DIGEST = secret_digest("no-such-strategy-" + secrets.token_hex(16))
 
@@ -87,9 +98,9 @@ class Strategy(models.Model):
     @staticmethod
     def authenticate(name, secret) -> "Strategy | None":
         """The strategy if `secret` is its secret; constant time whether or not it exists."""
-        strategy = Strategy.objects.filter(name=name).first() if isinstance(name, str) else None
+        strategy = Strategy.objects.filter(name=name).first() if _storable(name) else None
         expected = strategy.secret_digest if strategy else _DUMMY_DIGEST
-        given = secret_digest(secret) if isinstance(secret, str) else ""
+        given = secret_digest(secret) if _storable(secret) else ""
         if hmac.compare_digest(expected, given) and strategy is not None:
             return strategy
         return None

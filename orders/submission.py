@@ -11,7 +11,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from brokers.base import BrokerInDoubt, PlaceOutcome, PlaceRequest, PlaceResult
+from brokers.base import Broker, BrokerInDoubt, PlaceOutcome, PlaceRequest, PlaceResult
 from brokers.registry import get_broker
 
 from . import lifecycle
@@ -25,8 +25,9 @@ ACTOR = "worker"
 STALE_TAG = "GUARD_BLOCKED:STALE_ORDER"
 
 
-def place_on_broker(order: Order) -> PlaceResult:
-    """The only call of a broker's place() in the project."""
+def place_on_broker(broker: Broker, order: Order) -> PlaceResult:
+    """The only call of a broker's place() in the project. Never raises: after the claim,
+    anything but a definite answer (an acceptance with an id, or a rejection) is in doubt."""
     request = PlaceRequest(
         client_order_id=order.command_id,
         exchange=order.exchange,
@@ -39,12 +40,20 @@ def place_on_broker(order: Order) -> PlaceResult:
         trigger_price=order.trigger_price,
     )
     try:
-        return get_broker().place(request)
+        result = broker.place(request)
     except BrokerInDoubt as exc:
         return PlaceResult(PlaceOutcome.IN_DOUBT, message=str(exc))
     except Exception as exc:  # noqa: BLE001 - after the claim, anything unexpected is "in doubt"
         log.exception("order %s: unexpected error from broker place", order.command_id)
         return PlaceResult(PlaceOutcome.IN_DOUBT, message=f"{type(exc).__name__}: {exc}"[:200])
+    if not isinstance(result, PlaceResult):
+        return PlaceResult(PlaceOutcome.IN_DOUBT, message=f"unclear outcome {type(result).__name__}")
+    if result.outcome == PlaceOutcome.ACCEPTED and not result.broker_order_id:
+        # An acceptance without an id cannot be tracked; the watcher finds it by client order id.
+        return PlaceResult(PlaceOutcome.IN_DOUBT, message="accepted without a broker order id")
+    if result.outcome not in (PlaceOutcome.ACCEPTED, PlaceOutcome.REJECTED):
+        return PlaceResult(PlaceOutcome.IN_DOUBT, message=result.message or f"unclear outcome {result.outcome!r}")
+    return result
 
 
 def submit_order(command_id: str) -> str:
@@ -57,17 +66,23 @@ def submit_order(command_id: str) -> str:
         return f"not claimable ({order.status})"
     age = timezone.now() - order.created_at
     if age > timedelta(seconds=settings.ORDER_MAX_AGE_S):
-        lifecycle.move(order, Status.FAILED, tag=STALE_TAG, actor=ACTOR,
-                       detail=f"{age.total_seconds():.1f}s old at claim time, limit {settings.ORDER_MAX_AGE_S:g}s")
-        return "stale"
+        won = lifecycle.move(order, Status.FAILED, tag=STALE_TAG, actor=ACTOR,
+                             detail=f"{age.total_seconds():.1f}s old at claim time, "
+                                    f"limit {settings.ORDER_MAX_AGE_S:g}s")
+        return "stale" if won else "claim lost"
+    # Resolved before the claim: a broker that cannot even be set up leaves the order CREATED
+    # (never sent) instead of claimed and in doubt.
+    broker = get_broker()
     if not lifecycle.move(order, Status.SENT_TO_BROKER, actor=ACTOR):
         return "claim lost"
 
-    result = place_on_broker(order)
+    result = place_on_broker(broker, order)
 
     if result.outcome == PlaceOutcome.ACCEPTED:
-        lifecycle.annotate(order, kind=EventKind.BROKER_ACCEPTED, actor=ACTOR, only_if_no_broker_id=True,
-                           broker_order_id=result.broker_order_id)
+        if not lifecycle.annotate(order, kind=EventKind.BROKER_ACCEPTED, actor=ACTOR, only_if_no_broker_id=True,
+                                  broker_order_id=result.broker_order_id):
+            log.warning("order %s: broker accepted as %s but the watcher got there first",
+                        order.command_id, result.broker_order_id)
         outcome = "accepted"
     elif result.outcome == PlaceOutcome.REJECTED:
         lifecycle.move(order, Status.FAILED, tag=f"BROKER_REJECTED:{result.message}", actor=ACTOR,
