@@ -7,7 +7,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from .base import BookEntry, Broker, BrokerInDoubt, PlaceOutcome, PlaceRequest, PlaceResult, Position, normalize_status
@@ -16,6 +16,11 @@ from .models import Behaviour, PaperInstrument, PaperOrder
 INVALID_SYMBOL = "Invalid Trading Symbol"  # Noren's wording
 LATE_REJECT_REASON = "RED:Margin Shortfall:INSUFFICIENT BALANCE"
 CANCEL_REASON = "Canceled by exchange: IOC remainder"
+ID_ATTEMPTS = 5
+
+
+def _new_broker_order_id(now) -> str:
+    return f"{now:%y%m%d}{secrets.randbelow(10**9):09d}"
 
 
 def _fill_price(instrument: PaperInstrument, request: PlaceRequest) -> Decimal:
@@ -39,8 +44,7 @@ class PaperBroker(Broker):
         if instrument is None:
             return PlaceResult(PlaceOutcome.REJECTED, message=INVALID_SYMBOL)
         now = timezone.now()
-        order = PaperOrder.objects.create(
-            broker_order_id=f"{now:%y%m%d}{secrets.randbelow(10**9):09d}",
+        fields = dict(
             client_order_id=request.client_order_id,
             exchange=request.exchange,
             symbol=request.symbol,
@@ -55,6 +59,15 @@ class PaperBroker(Broker):
             placed_at=now,
             due_at=now + self._delay(),
         )
+        for attempt in range(ID_ATTEMPTS):
+            # Noren-like numeric ids; a random one can collide with another of the same day.
+            try:
+                with transaction.atomic():
+                    order = PaperOrder.objects.create(broker_order_id=_new_broker_order_id(now), **fields)
+                break
+            except IntegrityError:
+                if attempt == ID_ATTEMPTS - 1:
+                    raise
         if instrument.behaviour == Behaviour.TIMEOUT_ON_PLACE:
             # The order exists at the "broker"; only the reply is lost.
             raise BrokerInDoubt("read timed out (paper broker TIMEOUT_ON_PLACE)")
@@ -79,8 +92,9 @@ class PaperBroker(Broker):
         return PaperOrder.objects.filter(placed_at__gte=timezone.now() - timedelta(days=1)).order_by("id")
 
     def order_book(self) -> list[BookEntry]:
-        with transaction.atomic():
-            self._advance()
+        # Each step is its own compare-and-set: no transaction (which on SQLite would take the
+        # write lock on every read of the book, even when nothing is due).
+        self._advance()
         return [
             BookEntry(
                 broker_order_id=o.broker_order_id,

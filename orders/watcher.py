@@ -16,11 +16,11 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from brokers.base import BookEntry, BookStatus, BrokerUnavailable
+from brokers.base import BookEntry, BookStatus
 from brokers.registry import get_broker
 
 from . import lifecycle
-from .models import EventKind, Order, Status, WatcherLease
+from .models import EventKind, Order, OrderEvent, Status, WatcherLease
 from .queue import enqueue_submissions
 
 log = logging.getLogger("orderdesk.watcher")
@@ -72,27 +72,65 @@ class OrderWatcher:
         self.reads = 0
 
     def poll_once(self) -> bool:
-        """One pass. Returns whether the order book was read."""
+        """One pass. Returns whether the order book was read. Never raises for one order's
+        sake: a failure or a lost race on an order is recorded as its CONFLICT event."""
         now = timezone.now()
-        self._requeue_lost_creations(now)
+        try:
+            self._requeue_lost_creations(now)
+        except Exception:  # noqa: BLE001 - a queue hiccup must not cost the reconciliation
+            log.exception("re-enqueueing lost CREATED orders failed")
+        # Listed before the book is read, so every listed order placed earlier is in the book.
         live = list(Order.objects.filter(status=Status.SENT_TO_BROKER))
         try:
             book = self.broker.order_book()
-        except BrokerUnavailable as exc:
-            log.warning("order book unavailable: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - an unusable read; it does not count as a read
+            log.warning("order book unavailable: %s: %s", type(exc).__name__, exc)
             return False
         self.reads += 1
         by_id = {e.broker_order_id: e for e in book}
-        by_client = {e.client_order_id: e for e in book if e.client_order_id}
+        by_client = {}
+        for e in book:
+            if e.client_order_id:
+                by_client.setdefault(e.client_order_id, e)
         for order in live:
-            try:
-                self._reconcile(order, by_id, by_client, now)
-            except Exception as exc:  # noqa: BLE001 - one bad order must not stop the loop
-                lifecycle.record_conflict(order, ACTOR, f"{type(exc).__name__}: {exc}")
+            self._guarded(order, self._reconcile, order, by_id, by_client, now)
         self._recover_unknown(by_client)
         live_ids = {o.pk for o in live}
         self.misses = {pk: n for pk, n in self.misses.items() if pk in live_ids}
         return True
+
+    # Every state change goes through these: an exception or a lost compare-and-set is a
+    # CONFLICT event on the order, never an exception out of the pass.
+    def _guarded(self, order: Order, fn, *args, **kwargs) -> bool:
+        try:
+            won = fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - one bad order must not stop the loop
+            self._conflict(order, f"{type(exc).__name__}: {exc}")
+            return False
+        return won is not False
+
+    def _conflict(self, order: Order, detail: str) -> None:
+        try:
+            last = OrderEvent.objects.filter(order=order).order_by("-id").values_list("kind", "detail").first()
+            if last == (EventKind.CONFLICT, detail[:2000]):  # the same trouble every pass: one row
+                log.warning("order %s: conflict persists: %s", order.command_id, detail)
+                return
+            lifecycle.record_conflict(order, ACTOR, detail)
+        except Exception:  # noqa: BLE001
+            log.exception("order %s: could not record conflict %r", order.command_id, detail)
+
+    def _move(self, order: Order, to: str, **kwargs) -> bool:
+        before = order.status
+        if lifecycle.move(order, to, actor=ACTOR, **kwargs):
+            return True
+        self._conflict(order, f"lost {before}->{to} to a concurrent writer")
+        return False
+
+    def _annotate(self, order: Order, kind: str, **kwargs) -> bool:
+        if lifecycle.annotate(order, kind=kind, actor=ACTOR, **kwargs):
+            return True
+        self._conflict(order, f"lost {kind} to a concurrent writer")
+        return False
 
     def _reconcile(self, order: Order, by_id: dict, by_client: dict, now) -> None:
         if order.broker_order_id:
@@ -106,41 +144,46 @@ class OrderWatcher:
             return
         entry = by_client.get(order.command_id)
         if entry is not None:
-            if lifecycle.annotate(order, kind=EventKind.BROKER_ID_ADOPTED, actor=ACTOR, tag="",
-                                  only_if_no_broker_id=True, broker_order_id=entry.broker_order_id,
-                                  detail="found in the order book by client order id"):
+            self.misses.pop(order.pk, None)
+            if self._annotate(order, EventKind.BROKER_ID_ADOPTED, tag="", only_if_no_broker_id=True,
+                              broker_order_id=entry.broker_order_id,
+                              detail="found in the order book by client order id"):
                 self._apply(order, entry)
             return
         misses = self.misses[order.pk] = self.misses.get(order.pk, 0) + 1
         waited = (now - (order.sent_at or order.created_at)).total_seconds()
-        if waited >= settings.IN_DOUBT_GRACE_S and misses >= settings.IN_DOUBT_MIN_READS:
-            lifecycle.move(order, Status.FAILED, actor=ACTOR,
-                           tag=f"BROKER_UNKNOWN:not in the order book after {waited:.0f}s and {misses} reads")
+        if waited < settings.IN_DOUBT_GRACE_S or misses < settings.IN_DOUBT_MIN_READS:
+            return
+        # lifecycle's compare-and-set includes the broker id: if a worker stored one since we
+        # listed the order, this loses and is recorded as a conflict.
+        self._move(order, Status.FAILED,
+                   tag=f"BROKER_UNKNOWN:not in the order book after {waited:.0f}s and {misses} reads")
 
     def _apply(self, order: Order, entry: BookEntry) -> None:
         fills = {"filled_qty": entry.filled_qty, "avg_price": entry.avg_price}
         reason = entry.reason or entry.raw_status
         if entry.status == BookStatus.COMPLETE:
-            lifecycle.move(order, Status.EXECUTED, actor=ACTOR,
-                           filled_qty=entry.filled_qty or order.qty, avg_price=entry.avg_price)
+            self._move(order, Status.EXECUTED, filled_qty=entry.filled_qty or order.qty, avg_price=entry.avg_price)
         elif entry.status == BookStatus.REJECTED:
-            lifecycle.move(order, Status.FAILED, actor=ACTOR, kind=EventKind.BROKER_REJECTED,
-                           tag=f"BROKER_REJECTED:{reason}", **fills)
+            self._move(order, Status.FAILED, kind=EventKind.BROKER_REJECTED, tag=f"BROKER_REJECTED:{reason}", **fills)
         elif entry.status == BookStatus.CANCELLED:
-            lifecycle.move(order, Status.FAILED, actor=ACTOR,
-                           tag=f"BROKER_CANCELLED:{reason} {_fill_suffix(entry, order)}", **fills)
+            self._move(order, Status.FAILED, tag=f"BROKER_CANCELLED:{reason} {_fill_suffix(entry, order)}", **fills)
         elif entry.status == BookStatus.EXPIRED:
-            lifecycle.move(order, Status.FAILED, actor=ACTOR,
-                           tag=f"BROKER_EXPIRED:{reason} {_fill_suffix(entry, order)}", **fills)
-        elif entry.status == BookStatus.OPEN and entry.filled_qty != order.filled_qty:
-            lifecycle.annotate(order, kind=EventKind.FILL, actor=ACTOR, detail=_fill_suffix(entry, order), **fills)
+            self._move(order, Status.FAILED, tag=f"BROKER_EXPIRED:{reason} {_fill_suffix(entry, order)}", **fills)
+        elif entry.status == BookStatus.OPEN and (entry.filled_qty, entry.avg_price) != (
+                order.filled_qty, order.avg_price):
+            self._annotate(order, EventKind.FILL, detail=_fill_suffix(entry, order), **fills)
         elif entry.status == BookStatus.UNKNOWN:
             log.warning("order %s: broker status %r not understood", order.command_id, entry.raw_status)
 
     def _recover_unknown(self, by_client: dict) -> None:
         """An order we failed as BROKER_UNKNOWN that shows up at the broker after all."""
-        candidates = Order.objects.filter(status=Status.FAILED, tag__startswith=lifecycle.UNKNOWN_TAG_PREFIX,
-                                          updated_at__gte=timezone.now() - timedelta(days=1))
+        try:
+            candidates = list(Order.objects.filter(status=Status.FAILED, tag__startswith=lifecycle.UNKNOWN_TAG_PREFIX,
+                                                   updated_at__gte=timezone.now() - timedelta(days=1)))
+        except Exception:  # noqa: BLE001
+            log.exception("listing BROKER_UNKNOWN orders failed")
+            return
         for order in candidates:
             entry = by_client.get(order.command_id)
             if entry is None or entry.status not in (BookStatus.OPEN, BookStatus.COMPLETE):
@@ -148,34 +191,37 @@ class OrderWatcher:
             to = Status.EXECUTED if entry.status == BookStatus.COMPLETE else Status.SENT_TO_BROKER
             log.error("order %s was failed as unknown but the broker has it (%s %s): reopening",
                       order.command_id, entry.broker_order_id, entry.raw_status)
-            lifecycle.move(order, to, actor=ACTOR, broker_order_id=entry.broker_order_id,
-                           filled_qty=entry.filled_qty, avg_price=entry.avg_price,
-                           tag=f"BROKER_RECOVERED:{entry.raw_status} at the broker after BROKER_UNKNOWN")
+            self._guarded(order, self._move, order, to, broker_order_id=entry.broker_order_id,
+                          filled_qty=entry.filled_qty or (order.qty if to == Status.EXECUTED else 0),
+                          avg_price=entry.avg_price,
+                          tag=f"BROKER_RECOVERED:{entry.raw_status} at the broker after BROKER_UNKNOWN")
 
     def _requeue_lost_creations(self, now) -> None:
         """CREATED orders whose submission task was lost; the claim makes a resend harmless."""
         cutoff = now - timedelta(seconds=settings.REQUEUE_CREATED_AFTER_S)
-        stuck = list(Order.objects.filter(status=Status.CREATED, created_at__lt=cutoff).values_list("pk", "command_id"))
-        due = [(pk, cid) for pk, cid in stuck
-               if time.monotonic() - self.requeued_at.get(pk, -1e9) >= settings.REQUEUE_CREATED_AFTER_S]
+        stuck = dict(Order.objects.filter(status=Status.CREATED, created_at__lt=cutoff).values_list("pk", "command_id"))
+        self.requeued_at = {pk: t for pk, t in self.requeued_at.items() if pk in stuck}
+        clock = time.monotonic()
+        due = [pk for pk in stuck if clock - self.requeued_at.get(pk, -1e9) >= settings.REQUEUE_CREATED_AFTER_S]
         if due:
             log.warning("re-enqueueing %d CREATED orders whose submission did not run", len(due))
-            enqueue_submissions([cid for _, cid in due])
-            self.requeued_at.update((pk, time.monotonic()) for pk, _ in due)
-        self.requeued_at = {pk: t for pk, t in self.requeued_at.items() if pk in {p for p, _ in stuck}}
+            enqueue_submissions([stuck[pk] for pk in due])
+            self.requeued_at.update((pk, clock) for pk in due)
 
 
 # --- the loop -----------------------------------------------------------------------------
 
 def run_watcher(owner: str, seconds: float, interval: float | None = None, watcher: OrderWatcher | None = None) -> int:
-    """Poll under the lease for about `seconds`; returns the number of passes (0: lease held elsewhere)."""
+    """Poll under the lease for about `seconds`; returns the number of passes (0: lease held
+    elsewhere). The lease is renewed by compare-and-set before every pass after the first;
+    a renewal that fails (taken over, or the database unreachable) ends the run."""
     interval = settings.WATCHER_INTERVAL_S if interval is None else interval
     if not acquire_lease(owner):
         return 0
-    watcher = watcher or OrderWatcher()
     deadline = time.monotonic() + seconds
     passes = 0
     try:
+        watcher = watcher or OrderWatcher()
         while True:
             try:
                 watcher.poll_once()
@@ -185,9 +231,17 @@ def run_watcher(owner: str, seconds: float, interval: float | None = None, watch
             if time.monotonic() + interval >= deadline:
                 break
             time.sleep(interval)
-            if not renew_lease(owner):
+            try:
+                renewed = renew_lease(owner)
+            except Exception:  # noqa: BLE001
+                log.exception("watcher %s could not renew its lease", owner)
+                renewed = False
+            if not renewed:
                 log.warning("watcher %s lost its lease; stopping", owner)
                 break
     finally:
-        release_lease(owner)
+        try:
+            release_lease(owner)
+        except Exception:  # noqa: BLE001 - it expires on its own
+            log.exception("watcher %s could not release its lease", owner)
     return passes

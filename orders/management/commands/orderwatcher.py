@@ -1,3 +1,4 @@
+import math
 import time
 
 from django.conf import settings
@@ -15,15 +16,16 @@ class Command(BaseCommand):
 
     def handle(self, seconds=None, no_wait=False, **options):
         owner = new_owner("cli")
-        deadline = None if seconds is None else time.monotonic() + seconds
+        deadline = math.inf if seconds is None else time.monotonic() + seconds
         total = 0
-        while deadline is None or time.monotonic() < deadline:
-            remaining = settings.WATCHER_SLICE_S if deadline is None else deadline - time.monotonic()
-            passes = run_watcher(owner, min(settings.WATCHER_SLICE_S, remaining))
+        # One run holds the lease for the whole time (renewed every pass); if another watcher
+        # holds it, or takes it over, wait for it (or exit with --no-wait).
+        while (remaining := deadline - time.monotonic()) > 0:
+            passes = run_watcher(owner, remaining)
             total += passes
             if passes == 0:
                 if no_wait:
                     self.stdout.write("another watcher holds the lease; exiting")
                     break
-                time.sleep(settings.WATCHER_INTERVAL_S)
+                time.sleep(min(settings.WATCHER_INTERVAL_S, max(deadline - time.monotonic(), 0)))
         self.stdout.write(f"passes={total}")
