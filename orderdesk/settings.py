@@ -148,8 +148,10 @@ Q_CLUSTER = {
     "name": env_str("ORDERDESK_Q_NAME", "orderdesk"),
     # I/O-bound work; the OrderWatcher holds one worker for its whole slice.
     "workers": env_int("ORDERDESK_Q_WORKERS", 4),
-    "timeout": 30,  # a task (a watcher slice is ~20 s) is killed after 30 s ...
-    "retry": 60,  # ... and only redelivered after 60 s: timeout < retry, never both at once
+    # A task is killed after 40 s (a watcher slice of ~20 s plus one pass at full broker
+    # timeouts) and only redelivered after 80 s: timeout < retry, so never both at once.
+    "timeout": 40,
+    "retry": 80,
     "max_attempts": 3,
     "ack_failures": True,
     "catch_up": False,

@@ -1,32 +1,54 @@
 """Enqueueing work for the django-q2 cluster.
 
-With the ORM broker the queue is a table in our own database, so a submission is enqueued
-inside the intake transaction: it commits (or rolls back) with the orders, in one commit.
-With Redis it is pushed on commit, so a worker never sees an order that does not exist yet.
+With the ORM broker on our own database the queue is a table next to the orders, so a
+submission is enqueued inside the intake transaction: it commits (or rolls back) with the
+orders, in one commit. With any other broker (Redis) it is pushed on commit, so a worker
+never sees an order that does not exist yet; a push that fails after the commit is logged
+and left to the OrderWatcher, which re-enqueues CREATED orders whose task never ran.
 """
 
-from django.db import transaction
+import logging
+
+from django.db import DEFAULT_DB_ALIAS, transaction
 from django_q.conf import Conf
 from django_q.tasks import async_task
+
+log = logging.getLogger("orderdesk.queue")
 
 SUBMIT_TASK = "orders.tasks.submit_order"
 WATCH_TASK = "orders.tasks.watch_orders"
 
 
-def queue_in_database() -> bool:
-    return bool(Conf.ORM)
+def queue_in_database(using: str = DEFAULT_DB_ALIAS) -> bool:
+    """Whether async_task writes to the ORM queue table on the database alias `using` (and so
+    joins a transaction open there). Mirrors the broker choice of django_q.brokers.get_broker:
+    a custom, IronMQ or SQS broker wins over `orm`, and an ORM queue on another alias is
+    outside our transaction."""
+    if Conf.BROKER_CLASS or Conf.IRON_MQ or isinstance(Conf.SQS, dict):
+        return False
+    return bool(Conf.ORM) and Conf.ORM == using
 
 
 def _push_submissions(command_ids: list[str]) -> None:
+    """Runs after the commit on a non-database queue. The orders are already registered and
+    the intake has answered for them, so a broker error must not turn into an error of the
+    request (a client retry without alert_id would register the orders twice): log it and let
+    the watcher's lost-task re-enqueue pick them up (the submission claim makes that safe)."""
     for command_id in command_ids:
-        async_task(SUBMIT_TASK, command_id, task_name=f"submit {command_id}")
+        try:
+            async_task(SUBMIT_TASK, command_id, task_name=f"submit {command_id}")
+        except Exception:  # noqa: BLE001 - see above
+            log.exception("could not enqueue submission of order %s; the watcher will re-enqueue it", command_id)
 
 
 def enqueue_submissions(command_ids: list[str]) -> None:
     if not command_ids:
         return
+    command_ids = list(command_ids)
     if queue_in_database():
-        _push_submissions(command_ids)
+        # Same transaction as the orders: an error here rolls the intake back, nothing is lost.
+        for command_id in command_ids:
+            async_task(SUBMIT_TASK, command_id, task_name=f"submit {command_id}")
     else:
         transaction.on_commit(lambda: _push_submissions(command_ids))
 

@@ -1,6 +1,7 @@
 """django-q2 tasks: thin wrappers over the services."""
 
 from django.conf import settings
+from django_q.conf import Conf
 
 from . import submission, watcher
 from .queue import enqueue_watcher
@@ -10,9 +11,20 @@ def submit_order(command_id: str) -> str:
     return submission.submit_order(command_id)
 
 
+def watcher_slice_seconds() -> float:
+    """WATCHER_SLICE_S, cut so that the slice's last pass (which may wait the full broker
+    timeouts) ends before django-q2 kills the task at Q_CLUSTER["timeout"]: a killed slice
+    leaves its lease to expire, enqueues no successor and the chain waits for the schedule."""
+    seconds = settings.WATCHER_SLICE_S
+    if Conf.TIMEOUT:
+        worst_pass = settings.BROKER_CONNECT_TIMEOUT_S + settings.BROKER_READ_TIMEOUT_S + settings.WATCHER_INTERVAL_S
+        seconds = min(seconds, max(1.0, Conf.TIMEOUT - worst_pass - 1))
+    return seconds
+
+
 def watch_orders() -> int:
     """One slice of the OrderWatcher; hands over to a successor task when it held the lease."""
-    passes = watcher.run_watcher(watcher.new_owner("task"), settings.WATCHER_SLICE_S)
+    passes = watcher.run_watcher(watcher.new_owner("task"), watcher_slice_seconds())
     if passes:
         enqueue_watcher()
     return passes

@@ -1,0 +1,173 @@
+"""Races on PostgreSQL: real threads and processes, real row locks, no mocks.
+
+Run with DATABASE_URL=postgres://postgres@127.0.0.1:5432/test; deselected on SQLite."""
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.test import Client
+
+from brokers.models import DEFAULT_INSTRUMENTS, PaperInstrument, PaperOrder
+from orders.models import Alert, EventKind, Order, Status
+from orders.submission import submit_order
+from tests.factories import OrderFactory
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def paper_instruments(transactional_db):
+    for exchange, symbol, price in DEFAULT_INSTRUMENTS:
+        PaperInstrument.objects.get_or_create(exchange=exchange, symbol=symbol, defaults={"ref_price": price})
+
+
+def run_together(n: int, target) -> list:
+    """Call target(i) in n threads released at once; return the results (or exceptions) in order."""
+    barrier = threading.Barrier(n)
+    results: list = [None] * n
+
+    def run(i):
+        try:
+            barrier.wait(timeout=10)
+            results[i] = target(i)
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            results[i] = exc
+        finally:
+            connection.close()  # this thread's own connection
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+    return results
+
+
+@pytest.mark.parametrize("threads", [2, 8])
+def test_claim_race_sends_the_order_to_the_broker_once(paper_instruments, threads):
+    order = OrderFactory()
+    results = run_together(threads, lambda i: submit_order(order.command_id))
+
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert sorted(results).count("accepted") == 1, results
+    assert all(r == "accepted" or r == "claim lost" or r.startswith("not claimable") for r in results), results
+    assert PaperOrder.objects.filter(client_order_id=order.command_id).count() == 1  # one place call
+    order.refresh_from_db()
+    assert order.status == Status.SENT_TO_BROKER and order.broker_order_id
+    assert order.events.filter(kind=EventKind.CLAIMED).count() == 1
+    assert order.events.filter(kind=EventKind.BROKER_ACCEPTED).count() == 1
+
+
+def test_claim_race_losers_touch_nothing_when_all_saw_created(paper_instruments, monkeypatch):
+    """Force the worst interleaving: every thread has read the order as CREATED before any
+    claims it, so the compare-and-set alone must decide."""
+    import orders.submission as submission
+
+    n = 4
+    order = OrderFactory()
+    all_read = threading.Barrier(n)
+    real_move = submission.lifecycle.move
+
+    def move_after_everyone_read(o, to, **kw):
+        if to == Status.SENT_TO_BROKER:
+            all_read.wait(timeout=10)
+        return real_move(o, to, **kw)
+
+    monkeypatch.setattr(submission.lifecycle, "move", move_after_everyone_read)
+    results = run_together(n, lambda i: submit_order(order.command_id))
+
+    assert sorted(results) == ["accepted"] + ["claim lost"] * (n - 1), results
+    assert PaperOrder.objects.filter(client_order_id=order.command_id).count() == 1
+    assert order.events.filter(kind=EventKind.CLAIMED).count() == 1
+
+
+def _database_url() -> str:
+    s = connection.settings_dict
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+def test_two_watcher_processes_only_one_polls():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERDESK_")}
+    env.update(DATABASE_URL=_database_url(), WATCHER_INTERVAL_S="0.2", PYTHONUNBUFFERED="1")
+    env.pop("REDIS_URL", None)
+    command = [sys.executable, "manage.py", "orderwatcher", "--seconds", "4", "--no-wait"]
+    procs = [subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True) for _ in range(2)]
+    outputs = []
+    try:
+        for p in procs:
+            out, _ = p.communicate(timeout=30)
+            outputs.append(out)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=5)
+    assert [p.returncode for p in procs] == [0, 0], outputs
+
+    def passes(out):
+        return int(out.strip().splitlines()[-1].removeprefix("passes="))
+
+    polled = [out for out in outputs if passes(out) >= 1]
+    refused = [out for out in outputs if "another watcher holds the lease" in out]
+    assert len(polled) == 1 and len(refused) == 1, outputs
+    assert passes(polled[0]) >= 5, outputs  # it kept the lease for its whole run
+    assert passes(refused[0]) == 0, outputs
+
+
+@pytest.mark.parametrize("forced", [False, True], ids=["released-together", "all-checked-before-insert"])
+def test_duplicate_alert_id_race_registers_once(paper_instruments, strategy, alert_body, monkeypatch, forced):
+    """8 deliveries of one alert_id through the webhook at once. `forced`: every request has
+    looked for the alert_id and found nothing before any inserts, so the unique constraint
+    and the IntegrityError path of the intake must produce the single registration."""
+    import orders.services as services
+
+    threads = 8
+    if forced:
+        checked = threading.Barrier(threads)
+        real_existing = services._existing
+        first_call = threading.local()
+
+        def existing_then_wait(strategy, alert_id):
+            found = real_existing(strategy, alert_id)
+            if not getattr(first_call, "done", False):
+                first_call.done = True
+                assert found is None
+                checked.wait(timeout=10)
+            return found
+
+        monkeypatch.setattr(services, "_existing", existing_then_wait)
+    legs = [
+        {"symbol": "RELIANCE-EQ", "side": "BUY", "qty": 10, "order_type": "MARKET", "product": "MIS"},
+        {"symbol": "SBIN-EQ", "side": "SELL", "qty": 5, "order_type": "MARKET", "product": "MIS"},
+    ]
+    body = alert_body(alert_id="same-alert-raced", legs=legs)
+
+    def deliver(i):
+        import json
+
+        response = Client().post("/api/webhook/", data=json.dumps(body), content_type="text/plain; charset=utf-8")
+        return response.status_code, response.json()
+
+    results = run_together(threads, deliver)
+
+    assert not [r for r in results if isinstance(r, Exception)], results
+    codes = sorted(code for code, _ in results)
+    assert codes == [200] * (threads - 1) + [201], results
+    command_ids = {tuple(o["command_id"] for o in reply["orders"]) for _, reply in results}
+    assert len(command_ids) == 1, results
+    [ids] = command_ids
+    assert len(ids) == 2
+    assert Alert.objects.filter(alert_id="same-alert-raced").count() == 1
+    assert sorted(Order.objects.values_list("command_id", flat=True)) == sorted(ids)
+    assert {(e.order.command_id, e.kind) for e in
+            Order.objects.get(command_id=ids[0]).events.all()} == {(ids[0], EventKind.CREATED)}
