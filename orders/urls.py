@@ -4,6 +4,9 @@ from . import views
 
 urlpatterns = [
     path("webhook/", views.WebhookView.as_view(), name="webhook"),
+    # A webhook URL typed without the slash must not meet APPEND_SLASH's redirect: a client
+    # following it would lose the POST body (and the alert) on the way.
+    path("webhook", views.WebhookView.as_view()),
     path("orders/", views.OrderListView.as_view(), name="order-list"),
     path("orders/<str:command_id>/", views.OrderDetailView.as_view(), name="order-detail"),
 ]

@@ -16,7 +16,10 @@ from .models import ExecutionType, OrderType, Product, Side
 EXCHANGES = ("NSE", "NFO", "BSE", "BFO", "CDS", "MCX")
 PRICE_MAX_DIGITS = 14
 PRICE_DECIMALS = 4
+PRICE_QUANTUM = Decimal(1).scaleb(-PRICE_DECIMALS)
 TEXT_MAX = 64
+MAX_DEPTH = 8  # object -> legs -> leg -> value is 4; anything much deeper is junk
+_QTY_TEXT = re.compile(r"[0-9]{1,12}")  # ASCII digits only: int() also takes "١٠"
 _SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9&_.\-]{0,63}$")
 _ID_RE = re.compile(r"^[\x21-\x7e]{1,64}$")  # printable ASCII, no spaces
 
@@ -67,7 +70,29 @@ def parse_json(raw: bytes) -> dict:
         raise InvalidAlert({"body": [f"is not valid JSON: {str(exc)[:120]}"]}) from None
     if not isinstance(data, dict):
         raise InvalidAlert({"body": ["must be a JSON object"]})
+    _check_structure(data)
     return data
+
+
+def _check_structure(data: dict) -> None:
+    """Refuse what would break code further on: nesting deep enough to exhaust the stack
+    when the payload is printed or stored, and unpaired surrogates ("\\ud800"), valid JSON
+    that no database or hash can encode."""
+    stack = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidAlert({"body": [f"nests deeper than {MAX_DEPTH} levels"]})
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in items:
+            for text in (key, value):
+                if isinstance(text, str):
+                    try:
+                        text.encode("utf-8")
+                    except UnicodeEncodeError:
+                        raise InvalidAlert({"body": ["contains an unpaired surrogate escape"]}) from None
+            if isinstance(value, dict | list):
+                stack.append((value, depth + 1))
 
 
 def _text(data: dict, key: str, errors: dict, *, required=True, pattern=None) -> str | None:
@@ -104,10 +129,12 @@ def _choice(data: dict, key: str, choices, errors: dict, *, default=None) -> str
 def _qty(value, errors: dict) -> int | None:
     if isinstance(value, bool):
         value = None
-    elif isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 12:
+    elif isinstance(value, str) and _QTY_TEXT.fullmatch(value.strip()):
         value = int(value.strip())
     elif isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
-        value = int(value)
+        # 1e999999999 is whole too: clamp before int() builds a billion-digit number.
+        bound = settings.MAX_ORDER_QTY + 1
+        value = int(max(-bound, min(bound, value)))
     if not isinstance(value, int):
         errors["qty"] = ["must be a whole number"]
         return None
@@ -136,10 +163,9 @@ def _price(value, key: str, errors: dict) -> Decimal | None:
     if number <= 0:
         errors[key] = ["must be greater than 0"]
         return None
-    sign, digits, exponent = number.normalize().as_tuple()
-    decimals = max(0, -exponent)
-    whole = len(digits) - decimals if exponent < 0 else len(digits) + exponent
-    if decimals > PRICE_DECIMALS or whole > PRICE_MAX_DIGITS - PRICE_DECIMALS:
+    # Exact comparisons, no context arithmetic: normalize() raised Overflow on 1e999999999
+    # and rounded 1e-999999999 down to a price of 0.
+    if number >= 10 ** (PRICE_MAX_DIGITS - PRICE_DECIMALS) or number.quantize(PRICE_QUANTUM) != number:
         errors[key] = [f"must have at most {PRICE_MAX_DIGITS - PRICE_DECIMALS} digits before "
                        f"and {PRICE_DECIMALS} after the decimal point"]
         return None
@@ -151,6 +177,8 @@ def _leg(index: int, data, errors: dict) -> LegRequest | None:
         errors["non_field_errors"] = ["each leg must be a JSON object"]
         return None
     symbol = _text(data, "symbol", errors, pattern=_SYMBOL_RE)
+    if symbol is not None:
+        symbol = symbol.upper()  # exchange symbols are upper case; the guard compares them
     side = _choice(data, "side", Side.values, errors)
     qty = _qty(data.get("qty"), errors)
     order_type = _choice(data, "order_type", OrderType.values, errors, default=OrderType.MARKET)
@@ -201,10 +229,13 @@ def validate_alert(data: dict) -> AlertRequest:
     return AlertRequest(strategy, secret, alert_id, execution_type, exchange, tuple(legs))
 
 
-def redacted(data) -> dict | str:
-    """The payload with its secret replaced, for storing."""
-    if isinstance(data, dict) and "secret" in data:
-        return {**data, "secret": "***"}
+def redacted(data):
+    """The payload with every "secret" key (any case, any level) replaced, for storing."""
+    if isinstance(data, dict):
+        return {k: "***" if isinstance(k, str) and k.strip().lower() == "secret" else redacted(v)
+                for k, v in data.items()}
+    if isinstance(data, list):
+        return [redacted(v) for v in data]
     return data
 
 

@@ -1,11 +1,13 @@
 """HTTP: the webhook intake and the read API. No broker I/O here, ever."""
 
+import ipaddress
 import logging
 
 from django.conf import settings
 from django.db.models import Prefetch
 from django_filters import rest_framework as filters
 from rest_framework import generics
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -25,33 +27,58 @@ class BodyTooLarge(Exception):
     pass
 
 
+def _read_at_most(read, size: int) -> bytes:
+    """A stream's read() may return less than asked before the end (PEP 3333 allows it on a
+    socket-backed input): keep reading until `size` bytes or the end, never more."""
+    chunks, total = [], 0
+    while total < size:
+        chunk = read(size - total)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
 def read_body(request, limit: int) -> bytes:
     """At most limit + 1 bytes, with or without Content-Length."""
     meta = request.META
     length = meta.get("CONTENT_LENGTH")
-    if length:
-        try:
-            if int(length) > limit:
-                raise BodyTooLarge
-        except ValueError:
-            pass
-        data = request.read(limit + 1)
-    elif meta.get("wsgi.input_terminated"):
-        # Chunked upload de-chunked by the server: Django's stream would read nothing.
-        data = meta["wsgi.input"].read(limit + 1)
-    else:
-        data = request.read(limit + 1)
+    if length and length.isdigit() and int(length) > limit:
+        raise BodyTooLarge
+    # A chunked upload de-chunked by the server has no Content-Length, and Django's own
+    # stream would then read nothing: read the terminated WSGI input directly.
+    stream = meta["wsgi.input"] if not length and meta.get("wsgi.input_terminated") else request
+    data = _read_at_most(stream.read, limit + 1)
     if len(data) > limit:
         raise BodyTooLarge
     return data
+
+
+def _ip_or_none(value: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return None  # a forged X-Forwarded-For must not fail the insert (inet on PostgreSQL)
 
 
 def sender_ip(request) -> str | None:
     if settings.WEBHOOK_TRUST_X_FORWARDED_FOR:
         forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
         if forwarded:
-            return forwarded.split(",")[0].strip() or None
-    return request.META.get("REMOTE_ADDR") or None
+            return _ip_or_none(forwarded.split(",")[0])
+    return _ip_or_none(request.META.get("REMOTE_ADDR") or "")
+
+
+class AlwaysJSON(BaseContentNegotiation):
+    """The webhook answers JSON whatever the Accept header says: a 406 would drop the alert
+    without a record."""
+
+    def select_parser(self, request, parsers):
+        return None  # the view reads the body itself
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
 
 
 class WebhookView(APIView):
@@ -61,6 +88,7 @@ class WebhookView(APIView):
     authentication_classes: list = []
     permission_classes: list = []
     renderer_classes = [JSONRenderer]
+    content_negotiation_class = AlwaysJSON
     throttle_classes: list = []
 
     def post(self, request):

@@ -61,9 +61,8 @@ def strategy(db):
 @pytest.fixture
 def alert_body():
     def build(**overrides):
-        legs = overrides.pop("legs", None) or [
-            {"symbol": "RELIANCE-EQ", "side": "BUY", "qty": 10, "order_type": "MARKET", "product": "MIS"}
-        ]
+        default_leg = {"symbol": "RELIANCE-EQ", "side": "BUY", "qty": 10, "order_type": "MARKET", "product": "MIS"}
+        legs = overrides.pop("legs") if "legs" in overrides else [default_leg]
         body = {"strategy": "demo", "secret": TEST_SECRET, "execution_type": "ENTRY", "exchange": "NSE", "legs": legs}
         body.update(overrides)
         return body

@@ -12,6 +12,10 @@ class Command(BaseCommand):
         parser.add_argument("--disabled", action="store_true", help="create it disabled")
 
     def handle(self, name, secret=None, disabled=False, **options):
+        max_length = Strategy._meta.get_field("name").max_length
+        if not name.strip() or name != name.strip() or len(name) > max_length:
+            # The webhook strips the name it is sent: " demo" could never authenticate.
+            raise CommandError(f"a strategy name is 1 to {max_length} characters without surrounding spaces")
         if Strategy.objects.filter(name=name).exists():
             raise CommandError(f"strategy {name!r} already exists")
         strategy = Strategy(name=name, enabled=not disabled)

@@ -1,0 +1,123 @@
+"""The admin blotter: filters and search, the audit trail inline, read-only orders."""
+
+import pytest
+from django.contrib.admin.models import LogEntry
+
+from orders import lifecycle
+from orders.models import EventKind, Order, OrderEvent, Status, Strategy, secret_digest
+from tests.factories import OrderFactory
+
+pytestmark = pytest.mark.django_db
+
+ORDERS = "/admin/orders/order/"
+
+
+def register(**fields):
+    order = OrderFactory(**fields)
+    lifecycle.record_created([order], "webhook")
+    return order
+
+
+@pytest.fixture
+def orders():
+    """An accepted order with a broker id, a guard-blocked one and a broker-rejected one."""
+    sent = register(symbol="SBIN-EQ")
+    lifecycle.move(sent, Status.SENT_TO_BROKER, actor="worker")
+    lifecycle.annotate(sent, kind=EventKind.BROKER_ACCEPTED, actor="worker", broker_order_id="24112600001")
+    blocked = register(symbol="INFY-EQ")
+    lifecycle.move(blocked, Status.FAILED, actor="guard", tag="GUARD_BLOCKED:STRATEGY_DISABLED", kind=EventKind.BLOCKED)
+    rejected = register(symbol="INFY-EQ")
+    lifecycle.move(rejected, Status.SENT_TO_BROKER, actor="worker")
+    lifecycle.move(rejected, Status.FAILED, actor="worker", tag="BROKER_REJECTED:Invalid Trading Symbol",
+                   kind=EventKind.BROKER_REJECTED)
+    return {"sent": sent, "blocked": blocked, "rejected": rejected}
+
+
+def listed(response):
+    assert response.status_code == 200
+    return {o.command_id for o in response.context["cl"].result_list}
+
+
+@pytest.mark.parametrize(
+    "query, expected",
+    [
+        ({}, {"sent", "blocked", "rejected"}),
+        ({"status": "FAILED"}, {"blocked", "rejected"}),
+        ({"status": "SENT_TO_BROKER"}, {"sent"}),
+        ({"tag_family": "GUARD_BLOCKED"}, {"blocked"}),
+        ({"tag_family": "BROKER_REJECTED"}, {"rejected"}),
+        ({"tag_family": "none"}, {"sent"}),
+        ({"q": "24112600001"}, {"sent"}),
+        ({"q": "INFY-EQ"}, {"blocked", "rejected"}),
+    ],
+)
+def test_changelist_filters_and_search(admin_client, orders, query, expected):
+    assert listed(admin_client.get(ORDERS, query)) == {orders[k].command_id for k in expected}
+
+
+def test_search_by_command_id(admin_client, orders):
+    assert listed(admin_client.get(ORDERS, {"q": orders["rejected"].command_id})) == {orders["rejected"].command_id}
+
+
+def test_change_page_shows_the_trail_read_only(admin_client, orders):
+    order = orders["rejected"]
+    response = admin_client.get(f"{ORDERS}{order.pk}/change/")
+    assert response.status_code == 200
+    content = response.content.decode()
+    for text in ("CLAIMED", "BROKER_REJECTED:Invalid Trading Symbol", order.command_id):
+        assert text in content
+    assert len(response.context["inline_admin_formsets"][0].formset.forms) == 3
+    assert 'name="_save"' not in content
+
+
+@pytest.mark.parametrize("path", ["/admin/orders/order/add/", "/admin/orders/orderevent/add/"])
+def test_orders_and_events_cannot_be_added(admin_client, path):
+    assert admin_client.get(path).status_code == 403
+
+
+def test_orders_and_events_cannot_be_changed_or_deleted(admin_client, orders):
+    order = orders["blocked"]
+    event = order.events.last()
+    form = {"symbol": "TCS-EQ", "qty": "999", "status": "EXECUTED", "tag": "", "events-TOTAL_FORMS": "0",
+            "events-INITIAL_FORMS": "0"}
+    assert admin_client.post(f"{ORDERS}{order.pk}/change/", form).status_code == 403
+    assert admin_client.post(f"/admin/orders/orderevent/{event.pk}/change/", {"tag": "x"}).status_code == 403
+    assert admin_client.post(f"{ORDERS}{order.pk}/delete/", {"post": "yes"}).status_code == 403
+    admin_client.post(ORDERS, {"action": "delete_selected", "_selected_action": [order.pk], "post": "yes"})
+    order.refresh_from_db()
+    assert (order.symbol, order.qty, order.status, order.tag) == ("INFY-EQ", 10, "FAILED",
+                                                                  "GUARD_BLOCKED:STRATEGY_DISABLED")
+    assert Order.objects.count() == 3 and OrderEvent.objects.filter(pk=event.pk, tag=event.tag).exists()
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/admin/orders/orderevent/?kind=BLOCKED", "/admin/orders/alert/", "/admin/orders/rejectedalert/",
+     "/admin/orders/watcherlease/", "/admin/orders/strategy/", "/admin/"],
+)
+def test_other_pages_load(admin_client, orders, path):
+    assert admin_client.get(path).status_code == 200
+
+
+def test_creating_a_strategy_shows_its_secret_once_and_stores_a_digest(admin_client):
+    response = admin_client.post("/admin/orders/strategy/add/", {"name": "swing", "enabled": "on"}, follow=True)
+    assert response.status_code == 200
+    [message] = [str(m) for m in response.context["messages"] if "secret" in str(m)]
+    secret = message.rsplit(": ", 1)[1]
+    assert len(secret) >= 32
+
+    strategy = Strategy.objects.get(name="swing")
+    assert Strategy.authenticate("swing", secret) == strategy
+    assert strategy.secret_digest == secret_digest(secret) != secret
+    assert secret not in " ".join(LogEntry.objects.values_list("change_message", flat=True))
+    assert secret not in admin_client.get("/admin/orders/strategy/").content.decode()
+
+
+def test_editing_a_strategy_keeps_its_secret(admin_client, strategy):
+    digest = strategy.secret_digest
+    response = admin_client.post(f"/admin/orders/strategy/{strategy.pk}/change/", {"enabled": ""}, follow=True)
+    assert response.status_code == 200
+    assert not any("secret" in str(m) for m in response.context["messages"])
+    strategy.refresh_from_db()
+    assert (strategy.enabled, strategy.secret_digest) == (False, digest)
+    assert admin_client.post(f"/admin/orders/strategy/{strategy.pk}/delete/", {"post": "yes"}).status_code == 403

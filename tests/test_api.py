@@ -1,0 +1,143 @@
+"""The read API: GET /api/orders/ and /api/orders/<command_id>/."""
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import User
+from rest_framework.authtoken.models import Token
+
+from orders import lifecycle
+from orders.models import EventKind, Status
+from tests.factories import AlertFactory, OrderFactory, StrategyFactory
+
+pytestmark = pytest.mark.django_db
+
+LIST = "/api/orders/"
+
+
+def detail_url(order):
+    return f"/api/orders/{order.command_id}/"
+
+
+@pytest.fixture
+def user():
+    return User.objects.create_user("trader", password="pw-not-used-here")
+
+
+@pytest.fixture
+def api(client, user):
+    client.force_login(user)
+    return client
+
+
+def register(**fields):
+    order = OrderFactory(**fields)
+    lifecycle.record_created([order], "webhook")
+    return order
+
+
+def executed(**fields):
+    order = register(**fields)
+    lifecycle.move(order, Status.SENT_TO_BROKER, actor="worker")
+    lifecycle.annotate(order, kind=EventKind.BROKER_ACCEPTED, actor="worker", broker_order_id="B-1")
+    lifecycle.move(order, Status.EXECUTED, actor="watcher", filled_qty=order.qty, avg_price=Decimal("2950.05"))
+    return order
+
+
+def failed(**fields):
+    order = register(**fields)
+    lifecycle.move(order, Status.FAILED, actor="guard", tag="GUARD_BLOCKED:STRATEGY_DISABLED", kind=EventKind.BLOCKED)
+    return order
+
+
+def command_ids(response):
+    assert response.status_code == 200, response.content
+    return {o["command_id"] for o in response.json()["results"]}
+
+
+@pytest.mark.parametrize("url", [LIST, "/api/orders/abc/"])
+def test_anonymous_is_refused(client, url):
+    response = client.get(url)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Token"
+
+
+def test_token_auth(client, user):
+    order = register()
+    token = Token.objects.create(user=user)
+    assert command_ids(client.get(LIST, headers={"authorization": f"Token {token.key}"})) == {order.command_id}
+    assert client.get(LIST, headers={"authorization": "Token not-a-token"}).status_code == 401
+
+
+def test_session_auth(api):
+    order = register()
+    assert command_ids(api.get(LIST)) == {order.command_id}
+
+
+def test_read_only(api):
+    order = register()
+    assert api.post(LIST, {}).status_code == 405
+    assert api.delete(detail_url(order)).status_code == 405
+    assert api.patch(detail_url(order), {"status": "FAILED"}, content_type="application/json").status_code == 405
+
+
+def test_filters(api):
+    alpha, beta = StrategyFactory(name="alpha"), StrategyFactory(name="beta")
+    done = executed(alert=AlertFactory(strategy=alpha), symbol="SBIN-EQ")
+    blocked = failed(alert=AlertFactory(strategy=beta), symbol="SBIN-EQ")
+    new = register(alert=AlertFactory(strategy=alpha), symbol="INFY-EQ")
+
+    assert command_ids(api.get(LIST)) == {done.command_id, blocked.command_id, new.command_id}
+    assert command_ids(api.get(LIST, {"status": "FAILED"})) == {blocked.command_id}
+    assert command_ids(api.get(LIST, {"status": "CREATED"})) == {new.command_id}
+    assert command_ids(api.get(LIST, {"strategy": "alpha"})) == {done.command_id, new.command_id}
+    assert command_ids(api.get(LIST, {"symbol": "sbin-eq"})) == {done.command_id, blocked.command_id}
+    assert command_ids(api.get(LIST, {"strategy": "alpha", "symbol": "SBIN-EQ"})) == {done.command_id}
+    assert command_ids(api.get(LIST, {"tag": "GUARD_BLOCKED"})) == {blocked.command_id}
+    assert command_ids(api.get(LIST, {"strategy": "nobody"})) == set()
+    assert api.get(LIST, {"status": "BOGUS"}).status_code == 400
+
+
+def test_pagination_newest_first(api):
+    alert = AlertFactory()
+    orders = OrderFactory.create_batch(51, alert=alert)
+    first = api.get(LIST).json()
+    assert first["count"] == 51 and first["previous"] is None
+    assert len(first["results"]) == 50
+    assert first["results"][0]["command_id"] == orders[-1].command_id
+    second = api.get(first["next"]).json()
+    assert second["next"] is None
+    assert [o["command_id"] for o in second["results"]] == [orders[0].command_id]
+
+
+def test_detail_with_the_audit_trail_in_order(api):
+    order = executed(symbol="RELIANCE-EQ", qty=3, order_type="LIMIT", price=Decimal("2950.05"))
+    body = api.get(detail_url(order)).json()
+
+    assert {k: body[k] for k in ("command_id", "symbol", "qty", "order_type", "price", "status", "broker_order_id",
+                                 "filled_qty", "avg_price", "strategy", "alert_id")} == {
+        "command_id": order.command_id, "symbol": "RELIANCE-EQ", "qty": 3, "order_type": "LIMIT",
+        "price": "2950.0500", "status": "EXECUTED", "broker_order_id": "B-1", "filled_qty": 3,
+        "avg_price": "2950.0500", "strategy": order.strategy.name, "alert_id": order.alert.alert_id,
+    }
+    assert [(e["kind"], e["from_status"], e["to_status"], e["tag"], e["actor"]) for e in body["events"]] == [
+        ("CREATED", "", "CREATED", "", "webhook"),
+        ("CLAIMED", "CREATED", "SENT_TO_BROKER", "", "worker"),
+        ("BROKER_ACCEPTED", "SENT_TO_BROKER", "SENT_TO_BROKER", "", "worker"),
+        ("EXECUTED", "SENT_TO_BROKER", "EXECUTED", "", "watcher"),
+    ]
+    times = [datetime.fromisoformat(e["at"]) for e in body["events"]]
+    assert times == sorted(times) and all(t.utcoffset() == timedelta(0) for t in times)
+
+
+def test_detail_of_a_failed_order_carries_its_tag(api):
+    order = failed()
+    body = api.get(detail_url(order)).json()
+    assert (body["status"], body["tag"]) == ("FAILED", "GUARD_BLOCKED:STRATEGY_DISABLED")
+    assert body["events"][-1]["tag"] == "GUARD_BLOCKED:STRATEGY_DISABLED"
+
+
+def test_unknown_command_id_is_404(api):
+    register()
+    assert api.get("/api/orders/no-such-order/").status_code == 404
