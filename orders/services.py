@@ -100,8 +100,11 @@ def _register(strategy, request, source, actor, payload, sender_ip) -> IntakeRes
 def record_rejected_alert(*, status_code: int, reason: str, sender_ip: str | None, strategy_name: str,
                           body: str) -> None:
     """A refused intake still leaves a row; a failure to write it must not turn a 4xx into a 500."""
+    def clean(text: str, cap: int) -> str:  # storable anywhere: no NULs, no lone surrogates
+        return text[:cap].replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
     try:
-        RejectedAlert.objects.create(status_code=status_code, reason=reason[:2000], sender_ip=sender_ip,
-                                     strategy_name=strategy_name[:64], body=body)
+        RejectedAlert.objects.create(status_code=status_code, reason=clean(reason, 2000), sender_ip=sender_ip,
+                                     strategy_name=clean(strategy_name, 64), body=clean(body, 4096))
     except Exception:  # noqa: BLE001 - the refusal itself is what the client must see
         log.exception("could not record a rejected alert (%s %s)", status_code, reason[:200])

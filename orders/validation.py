@@ -76,8 +76,8 @@ def parse_json(raw: bytes) -> dict:
 
 def _check_structure(data: dict) -> None:
     """Refuse what would break code further on: nesting deep enough to exhaust the stack
-    when the payload is printed or stored, and unpaired surrogates ("\\ud800"), valid JSON
-    that no database or hash can encode."""
+    when the payload is printed or stored, and unpaired surrogates ("\\ud800") or NULs,
+    valid JSON that a database or a hash cannot take."""
     stack = [(data, 1)]
     while stack:
         node, depth = stack.pop()
@@ -91,6 +91,8 @@ def _check_structure(data: dict) -> None:
                         text.encode("utf-8")
                     except UnicodeEncodeError:
                         raise InvalidAlert({"body": ["contains an unpaired surrogate escape"]}) from None
+                    if "\x00" in text:  # PostgreSQL text and jsonb cannot hold NUL
+                        raise InvalidAlert({"body": ["contains a NUL character"]})
             if isinstance(value, dict | list):
                 stack.append((value, depth + 1))
 
