@@ -98,7 +98,8 @@ class Strategy(models.Model):
     @staticmethod
     def authenticate(name, secret) -> "Strategy | None":
         """The strategy if `secret` is its secret; constant time whether or not it exists."""
-        strategy = Strategy.objects.filter(name=name).first() if _storable(name) else None
+        found = list(Strategy.objects.filter(name=name)[:1]) if _storable(name) else []
+        strategy = found[0] if found else None
         expected = strategy.secret_digest if strategy else _DUMMY_DIGEST
         given = secret_digest(secret) if _storable(secret) else ""
         if hmac.compare_digest(expected, given) and strategy is not None:

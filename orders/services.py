@@ -52,10 +52,9 @@ def _existing(strategy: Strategy, alert_id: str | None) -> IntakeResult | None:
 
 
 def _register(strategy, request, source, actor, payload, sender_ip) -> IntakeResult:
+    # A repeated alert_id is caught by the unique constraint (see register_alert) rather
+    # than looked up first: repeats are rare and the lookup would cost every intake a query.
     with transaction.atomic():
-        existing = _existing(strategy, request.alert_id)
-        if existing is not None:
-            return existing
         now = timezone.now()
         alert = Alert.objects.create(
             strategy=strategy,

@@ -13,6 +13,7 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
@@ -58,6 +59,14 @@ def watcher_running() -> bool:
     return WatcherLease.objects.filter(name=LEASE_NAME, expires_at__gt=timezone.now()).exists()
 
 
+def checkpoint_sqlite_wal() -> None:
+    """Fold SQLite's write-ahead log back into the database here, once a pass, so that the
+    fsync of a checkpoint does not land inside a webhook request. PASSIVE never blocks."""
+    if connection.vendor == "sqlite" and not connection.in_atomic_block:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+
 # --- one pass -----------------------------------------------------------------------------
 
 def _fill_suffix(entry: BookEntry, order: Order) -> str:
@@ -95,6 +104,7 @@ class OrderWatcher:
         for order in live:
             self._guarded(order, self._reconcile, order, by_id, by_client, now)
         self._recover_unknown(by_client)
+        checkpoint_sqlite_wal()
         live_ids = {o.pk for o in live}
         self.misses = {pk: n for pk, n in self.misses.items() if pk in live_ids}
         return True

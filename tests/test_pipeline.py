@@ -82,3 +82,13 @@ def test_case_3_shape_disabled_strategy_registered_then_failed(strategy, alert_b
         ("BLOCKED", "CREATED", "FAILED", "GUARD_BLOCKED:STRATEGY_DISABLED", "guard"),
     ]
     assert not PaperOrder.objects.exists()
+
+
+def test_intake_is_a_bounded_handful_of_queries(strategy, alert_body, post_alert, django_assert_max_num_queries):
+    # strategy, alert, orders, creation events, queued task (+ the test's savepoint pair)
+    with django_assert_max_num_queries(7):
+        assert post_alert(alert_body()).status_code == 201
+    two_legs = [{"symbol": s, "side": "BUY", "qty": 1, "order_type": "MARKET", "product": "MIS"}
+                for s in ("SBIN-EQ", "INFY-EQ")]
+    with django_assert_max_num_queries(8):  # one more queued task per extra leg, nothing else
+        assert post_alert(alert_body(legs=two_legs)).status_code == 201
