@@ -60,7 +60,9 @@ class Command(BaseCommand):
         return secret, password
 
     def _serve(self, addr: str) -> None:
-        # A terminal's Ctrl-C reaches the children too; a SIGTERM to us alone must stop them.
+        # A terminal's Ctrl-C reaches the children too; a SIGINT or SIGTERM to us alone must
+        # stop them (set explicitly: a shell may have started us with SIGINT ignored).
+        signal.signal(signal.SIGINT, _interrupt)
         signal.signal(signal.SIGTERM, _interrupt)
         manage = [sys.executable, "manage.py"]
         children = [
@@ -77,7 +79,7 @@ class Command(BaseCommand):
         finally:
             for child in children:
                 if child.poll() is None:
-                    child.send_signal(signal.SIGINT)
+                    child.terminate()  # both stop cleanly on SIGTERM (the cluster finishes its tasks)
             deadline = time.monotonic() + 15
             for child in children:
                 try:
