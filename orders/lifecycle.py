@@ -60,6 +60,11 @@ def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes
         raise ValueError(f"lifecycle cannot change {sorted(unknown)}")
     if "tag" in changes:
         changes["tag"] = _truncate(changes["tag"] or "")
+    if order.broker_order_id is not None and changes.get("broker_order_id", order.broker_order_id) != order.broker_order_id:
+        # A broker id, once known, is the order's identity at the broker: it never changes.
+        log.warning("order %s: refusing to replace broker id %s by %s", order.command_id,
+                    order.broker_order_id, changes["broker_order_id"])
+        return False
     now = timezone.now()
     update = dict(changes, status=to, updated_at=now)
     if order.status == Status.CREATED and to == Status.SENT_TO_BROKER:
@@ -110,17 +115,14 @@ def move(order: Order, to: str, *, actor: str, tag: str | None = None, kind: str
                   changes=changes, extra_filter=extra)
 
 
-def annotate(order: Order, *, kind: str, actor: str, tag: str | None = None, detail: str = "",
-             only_if_no_broker_id: bool = False, **changes) -> bool:
+def annotate(order: Order, *, kind: str, actor: str, tag: str | None = None, detail: str = "", **changes) -> bool:
     """Change broker-facing fields of a live order without moving its status (broker id
-    stored or adopted, in doubt, fill progress). `only_if_no_broker_id` makes storing a
-    broker id a compare-and-set too, so a worker and the watcher never both set it."""
+    stored or adopted, in doubt, fill progress)."""
     if order.status != Status.SENT_TO_BROKER:
         raise IllegalTransition(f"order {order.command_id}: {kind} needs SENT_TO_BROKER, not {order.status}")
     if tag is not None:
         changes["tag"] = tag
-    extra = {"broker_order_id__isnull": True} if only_if_no_broker_id else {}
-    return _apply(order, order.status, kind=kind, actor=actor, detail=detail, changes=changes, extra_filter=extra)
+    return _apply(order, order.status, kind=kind, actor=actor, detail=detail, changes=changes, extra_filter={})
 
 
 def record_created(orders: list[Order], actor: str) -> None:

@@ -79,8 +79,7 @@ def submit_order(command_id: str) -> str:
     result = place_on_broker(broker, order)
 
     if result.outcome == PlaceOutcome.ACCEPTED:
-        if not lifecycle.annotate(order, kind=EventKind.BROKER_ACCEPTED, actor=ACTOR, only_if_no_broker_id=True,
-                                  broker_order_id=result.broker_order_id):
+        if not lifecycle.annotate(order, kind=EventKind.BROKER_ACCEPTED, actor=ACTOR, broker_order_id=result.broker_order_id):
             log.warning("order %s: broker accepted as %s but the watcher got there first",
                         order.command_id, result.broker_order_id)
         outcome = "accepted"

@@ -155,8 +155,7 @@ class OrderWatcher:
         entry = by_client.get(order.command_id)
         if entry is not None:
             self.misses.pop(order.pk, None)
-            if self._annotate(order, EventKind.BROKER_ID_ADOPTED, tag="", only_if_no_broker_id=True,
-                              broker_order_id=entry.broker_order_id,
+            if self._annotate(order, EventKind.BROKER_ID_ADOPTED, tag="", broker_order_id=entry.broker_order_id,
                               detail="found in the order book by client order id"):
                 self._apply(order, entry)
             return

@@ -136,11 +136,9 @@ def test_annotate_writes_an_event_without_moving_the_status():
 def test_annotate_broker_id_is_compare_and_set():
     order = order_in(S.SENT_TO_BROKER)
     stale = Order.objects.get(pk=order.pk)
-    assert annotate(order, kind=EventKind.BROKER_ACCEPTED, actor="worker", only_if_no_broker_id=True,
-                    broker_order_id="B1") is True
+    assert annotate(order, kind=EventKind.BROKER_ACCEPTED, actor="worker", broker_order_id="B1") is True
     for copy in (stale, order):
-        assert annotate(copy, kind=EventKind.BROKER_ID_ADOPTED, actor="watcher", only_if_no_broker_id=True,
-                        broker_order_id="B2") is False
+        assert annotate(copy, kind=EventKind.BROKER_ID_ADOPTED, actor="watcher", broker_order_id="B2") is False
     assert db_row(order)["broker_order_id"] == "B1"
     assert [e[0] for e in trail(order)] == ["BROKER_ACCEPTED"]
 
@@ -211,7 +209,7 @@ def test_stale_copy_without_broker_id_cannot_fail_an_order_that_got_one():
     copy must not then fail it as unknown."""
     order = order_in(S.SENT_TO_BROKER)
     stale = Order.objects.get(pk=order.pk)
-    annotate(order, kind=EventKind.BROKER_ACCEPTED, actor="worker", only_if_no_broker_id=True, broker_order_id="B1")
+    annotate(order, kind=EventKind.BROKER_ACCEPTED, actor="worker", broker_order_id="B1")
     assert move(stale, S.FAILED, actor="watcher", tag=UNKNOWN) is False
     assert (db_row(order)["status"], db_row(order)["broker_order_id"]) == (S.SENT_TO_BROKER, "B1")
     assert [e[0] for e in trail(order)] == ["BROKER_ACCEPTED"]
