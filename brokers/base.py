@@ -13,6 +13,7 @@ class PlaceOutcome(str, Enum):
     ACCEPTED = "ACCEPTED"  # the broker gave us its order id
     REJECTED = "REJECTED"  # definitely not placed; `message` says why
     IN_DOUBT = "IN_DOUBT"  # no definite answer (timeout, 5xx, garbage): may or may not exist
+    SESSION_INVALID = "SESSION_INVALID"  # definitely not placed: the broker session is gone
 
 
 @dataclass(frozen=True)

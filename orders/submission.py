@@ -51,7 +51,7 @@ def place_on_broker(broker: Broker, order: Order) -> PlaceResult:
     if result.outcome == PlaceOutcome.ACCEPTED and not result.broker_order_id:
         # An acceptance without an id cannot be tracked; the watcher finds it by client order id.
         return PlaceResult(PlaceOutcome.IN_DOUBT, message="accepted without a broker order id")
-    if result.outcome not in (PlaceOutcome.ACCEPTED, PlaceOutcome.REJECTED):
+    if result.outcome not in (PlaceOutcome.ACCEPTED, PlaceOutcome.REJECTED, PlaceOutcome.SESSION_INVALID):
         return PlaceResult(PlaceOutcome.IN_DOUBT, message=result.message or f"unclear outcome {result.outcome!r}")
     return result
 
@@ -87,6 +87,12 @@ def submit_order(command_id: str) -> str:
         lifecycle.move(order, Status.FAILED, tag=f"BROKER_REJECTED:{result.message}", actor=ACTOR,
                        kind=EventKind.BROKER_REJECTED)
         return "rejected"
+    elif result.outcome == PlaceOutcome.SESSION_INVALID:
+        log.error("order %s NOT PLACED: the broker session is invalid (%s); log in again",
+                  order.command_id, result.message)
+        lifecycle.move(order, Status.FAILED, tag=f"BROKER_SESSION:{result.message}", actor=ACTOR,
+                       kind=EventKind.BROKER_REJECTED)
+        return "session invalid"
     else:
         lifecycle.annotate(order, kind=EventKind.BROKER_IN_DOUBT, actor=ACTOR,
                            tag=f"BROKER_IN_DOUBT:{result.message}")

@@ -240,3 +240,15 @@ def test_submission_starts_the_watcher_only_when_none_is_running(lease_live, exp
 def test_rejected_submission_needs_no_watcher():
     assert submit_order(OrderFactory(symbol="NOSUCH-EQ").command_id) == "rejected"
     assert queued_funcs() == []
+
+
+def test_an_invalid_broker_session_fails_the_order_with_its_message(monkeypatch):
+    class ExpiredSession(Broker):
+        def place(self, request):
+            return PlaceResult(PlaceOutcome.SESSION_INVALID, message="Session Expired :  Invalid Session Key")
+
+    monkeypatch.setattr("orders.submission.get_broker", ExpiredSession)
+    order = OrderFactory()
+    assert submit_order(order.command_id) == "session invalid"
+    order.refresh_from_db()
+    assert (order.status, order.tag) == ("FAILED", "BROKER_SESSION:Session Expired :  Invalid Session Key")
