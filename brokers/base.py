@@ -54,9 +54,12 @@ _STATUS_MAP = {
     "VALIDATION PENDING": BookStatus.OPEN,
     "COMPLETE": BookStatus.COMPLETE,
     "REJECTED": BookStatus.REJECTED,
+    "REJECT": BookStatus.REJECTED,  # the spelling in Noren's own order-book sample
     "CANCELED": BookStatus.CANCELLED,
     "CANCELLED": BookStatus.CANCELLED,
     "EXPIRED": BookStatus.EXPIRED,
+    # Noren's catch-all: the order exists but its state is not known; keep watching it.
+    "INVALID_STATUS_TYPE": BookStatus.UNKNOWN,
 }
 
 
@@ -106,5 +109,12 @@ class Broker:
         """Today's orders. Raises BrokerUnavailable when the broker gave no usable answer."""
         raise NotImplementedError
 
+    def order_status(self, broker_order_id: str) -> BookEntry | None:
+        """One order's latest state, for an order whose broker id is known but which is
+        missing from the book. None: this broker cannot tell (or does not know the id).
+        Raises BrokerUnavailable when the broker gave no usable answer."""
+        return None
+
     def positions(self) -> list[Position]:
+        """Today's net positions. Raises BrokerUnavailable when the broker gave no usable answer."""
         raise NotImplementedError

@@ -65,3 +65,29 @@ DEFAULT_INSTRUMENTS = [
     ("NSE", "NIFTYBEES-EQ", Decimal("268.35")),
     ("BSE", "RELIANCE", Decimal("2950.00")),
 ]
+
+
+class SessionKind(models.TextChoices):
+    OAUTH = "OAUTH", "OAuth access token (Authorization: Bearer)"
+    LEGACY = "LEGACY", "QuickAuth susertoken (jKey)"
+
+
+class BrokerSession(models.Model):
+    """A live broker's login, one row per broker, shared by every worker and the watcher.
+
+    The token is a bearer credential: this model is not in the admin, and neither str() nor
+    repr() shows it. `note` says why the session was invalidated or the last login failed
+    (the broker's message, never a secret)."""
+
+    broker = models.CharField(max_length=32, unique=True)
+    user_id = models.CharField(max_length=64)
+    kind = models.CharField(max_length=8, choices=SessionKind.choices)
+    token = models.TextField(blank=True)
+    valid = models.BooleanField(default=False)
+    obtained_at = models.DateTimeField(null=True, blank=True)
+    invalidated_at = models.DateTimeField(null=True, blank=True)
+    login_failed_at = models.DateTimeField(null=True, blank=True)
+    note = models.CharField(max_length=255, blank=True)
+
+    def __str__(self):
+        return f"{self.broker} {self.kind} session of {self.user_id} ({'valid' if self.valid else 'invalid'})"

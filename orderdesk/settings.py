@@ -197,3 +197,24 @@ LOGGING = {
         "django_q": {"level": "WARNING"},
     },
 }
+
+# --- Shoonya
+# The live broker (ORDERDESK_BROKER=shoonya), Noren OMS REST API. Credentials come only from
+# the environment; the session they buy is stored in the database (brokers.BrokerSession).
+# OAuth: SHOONYA_CLIENT_ID + SHOONYA_SECRET, then `manage.py shoonya_login`. Legacy QuickAuth:
+# the password / TOTP / vendor code / API key / IMEI set, and workers log in by themselves.
+SHOONYA_BASE_URL = env_str("SHOONYA_BASE_URL", "https://api.shoonya.com/NorenWClientAPI")
+SHOONYA_OAUTH_URL = env_str("SHOONYA_OAUTH_URL", "https://trade.shoonya.com/OAuthlogin/investor-entry-level/login")
+SHOONYA_USER_ID = env_str("SHOONYA_USER_ID")
+SHOONYA_ACCOUNT_ID = env_str("SHOONYA_ACCOUNT_ID") or SHOONYA_USER_ID
+SHOONYA_CLIENT_ID = env_str("SHOONYA_CLIENT_ID")
+SHOONYA_SECRET = env_str("SHOONYA_SECRET")
+SHOONYA_PASSWORD = env_str("SHOONYA_PASSWORD")
+SHOONYA_TOTP_SECRET = env_str("SHOONYA_TOTP_SECRET")
+SHOONYA_VENDOR_CODE = env_str("SHOONYA_VENDOR_CODE")
+SHOONYA_API_KEY = env_str("SHOONYA_API_KEY")
+SHOONYA_IMEI = env_str("SHOONYA_IMEI")
+SHOONYA_ALGO_ID = env_str("SHOONYA_ALGO_ID")  # the exchange's algo id, sent as `algo_id` when set
+# After a failed automatic login, wait this long before the next one (wrong credentials
+# retried every second would lock the account).
+SHOONYA_LOGIN_RETRY_S = env_float("SHOONYA_LOGIN_RETRY_S", 60)

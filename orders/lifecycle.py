@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .models import TERMINAL_STATUSES, EventKind, Order, OrderEvent, Status
+from .positions import apply_fill
 
 log = logging.getLogger("orderdesk.lifecycle")
 
@@ -77,6 +78,8 @@ def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes
         if not won:
             log.info("order %s: lost %s %s->%s to a concurrent writer", order.command_id, kind, order.status, to)
             return False
+        if "filled_qty" in changes:
+            apply_fill(order, changes["filled_qty"], changes.get("avg_price", order.avg_price))
         OrderEvent.objects.create(
             order=order,
             kind=kind,

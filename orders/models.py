@@ -74,11 +74,21 @@ MIN_SECRET_LENGTH = 24
 _DUMMY_DIGEST = secret_digest("no-such-strategy-" + secrets.token_hex(16))
 
 
+class LegPolicy(models.TextChoices):
+    ALL_OR_NONE = "ALL_OR_NONE", "all or none: one blocked leg fails the whole alert"
+    PER_LEG = "PER_LEG", "per leg: each leg passes or fails alone"
+
+
 class Strategy(models.Model):
     name = models.CharField(max_length=64, unique=True)
     enabled = models.BooleanField(default=True)
     secret_digest = models.CharField(max_length=64, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    leg_policy = models.CharField(max_length=12, choices=LegPolicy.choices, default=LegPolicy.ALL_OR_NONE)
+    block_duplicates = models.BooleanField(
+        default=True, help_text="block an ENTRY while a live order or open position on the same symbol and side exists")
+    allow_cross_strategy = models.BooleanField(
+        default=False, help_text="allow an ENTRY opposite to another strategy's live order or open position")
 
     class Meta:
         verbose_name_plural = "strategies"
@@ -237,3 +247,43 @@ class WatcherLease(models.Model):
 
     def __str__(self):
         return f"{self.name} held by {self.owner or '-'} until {self.expires_at:%H:%M:%S}"
+
+
+class Position(models.Model):
+    """Our net position per strategy and instrument, from our own orders' fills.
+
+    Written only by orders.lifecycle, in the transaction of the fill that changes it."""
+
+    strategy = models.ForeignKey(Strategy, on_delete=models.PROTECT, related_name="positions")
+    exchange = models.CharField(max_length=8)
+    symbol = models.CharField(max_length=64)
+    product = models.CharField(max_length=4, choices=Product.choices)
+    net_qty = models.IntegerField(default=0, help_text="signed: > 0 long, < 0 short")
+    avg_price = models.DecimalField(max_digits=18, decimal_places=6, default=0)
+    realized_pnl = models.DecimalField(max_digits=18, decimal_places=4, default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["strategy", "exchange", "symbol", "product"],
+                                               name="one_position_per_strategy_instrument")]
+        indexes = [models.Index(fields=["exchange", "symbol"], name="position_instrument")]
+
+    def __str__(self):
+        return f"{self.strategy_id} {self.exchange}:{self.symbol} {self.product} {self.net_qty:+d}"
+
+
+class BrokerPosition(models.Model):
+    """The broker's account-wide positions as of the watcher's last successful read."""
+
+    exchange = models.CharField(max_length=8)
+    symbol = models.CharField(max_length=64)
+    product = models.CharField(max_length=4)
+    net_qty = models.IntegerField()
+    net_avg_price = models.DecimalField(max_digits=18, decimal_places=6)
+    realized_pnl = models.DecimalField(max_digits=18, decimal_places=4)
+    unrealized_pnl = models.DecimalField(max_digits=18, decimal_places=4)
+    last_price = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
+    taken_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"{self.exchange}:{self.symbol} {self.product} {self.net_qty:+d}"

@@ -90,7 +90,8 @@ def _register(strategy, request, source, actor, payload, sender_ip) -> IntakeRes
         blocked = evaluate(IntakeContext(strategy, alert, orders))
         for order in orders:
             if order.leg in blocked:
-                lifecycle.move(order, Status.FAILED, tag=blocked[order.leg], actor=BLOCKER_ACTOR,
+                verdict = blocked[order.leg]
+                lifecycle.move(order, Status.FAILED, tag=verdict.tag, detail=verdict.detail, actor=BLOCKER_ACTOR,
                                kind=EventKind.BLOCKED)
         enqueue_submissions([o.command_id for o in orders if o.status == Status.CREATED])
     return IntakeResult(alert, orders, created=True)

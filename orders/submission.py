@@ -13,6 +13,8 @@ from django.utils import timezone
 
 from brokers.base import Broker, BrokerInDoubt, PlaceOutcome, PlaceRequest, PlaceResult
 from brokers.registry import get_broker
+from risk.killswitch import HALTED_TAG, effective_mode
+from risk.models import Mode
 
 from . import lifecycle
 from .models import EventKind, Order, Status
@@ -70,6 +72,10 @@ def submit_order(command_id: str) -> str:
                              detail=f"{age.total_seconds():.1f}s old at claim time, "
                                     f"limit {settings.ORDER_MAX_AGE_S:g}s")
         return "stale" if won else "claim lost"
+    if effective_mode(order.strategy_id) == Mode.HALTED:
+        # Queued before the switch was thrown: it must not reach the broker now.
+        won = lifecycle.move(order, Status.FAILED, tag=HALTED_TAG, actor=ACTOR, detail="kill switch HALTED at claim time")
+        return "halted" if won else "claim lost"
     # Resolved before the claim: a broker that cannot even be set up leaves the order CREATED
     # (never sent) instead of claimed and in doubt.
     broker = get_broker()

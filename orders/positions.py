@@ -1,0 +1,81 @@
+"""Positions from our own fills: per strategy, exchange, symbol and product.
+
+`apply_fill` runs inside orders.lifecycle's transaction, so a position never disagrees with
+the fills that made it; `positions_from_orders` derives the same figures from scratch.
+"""
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.utils import timezone
+
+from .models import Order, Position, Side
+
+log = logging.getLogger("orderdesk.positions")
+
+AVG_QUANTUM = Decimal("0.000001")
+PNL_QUANTUM = Decimal("0.0001")
+
+
+@dataclass(frozen=True)
+class Book:
+    net_qty: int = 0
+    avg_price: Decimal = Decimal(0)
+    realized_pnl: Decimal = Decimal(0)
+
+    def add(self, signed_qty: int, price: Decimal) -> "Book":
+        """This book after a fill of `signed_qty` (> 0 bought, < 0 sold) at `price` (average cost)."""
+        net, avg, realized = self.net_qty, self.avg_price, self.realized_pnl
+        if net == 0 or (net > 0) == (signed_qty > 0):  # opening or adding
+            avg = (avg * abs(net) + price * abs(signed_qty)) / (abs(net) + abs(signed_qty))
+        else:  # reducing, closing or flipping
+            closed = min(abs(net), abs(signed_qty))
+            realized += (price - avg) * closed * (1 if net > 0 else -1)
+            if abs(signed_qty) > abs(net):
+                avg = price
+            elif abs(signed_qty) == abs(net):
+                avg = Decimal(0)
+        return Book(net + signed_qty, avg.quantize(AVG_QUANTUM), realized.quantize(PNL_QUANTUM))
+
+
+def fill_increment(order: Order, filled_qty: int, avg_price: Decimal | None) -> tuple[int, Decimal] | None:
+    """The newly filled quantity and its price, from the cumulative figures before and after."""
+    delta = filled_qty - order.filled_qty
+    if delta == 0:
+        return None
+    if delta < 0:
+        log.warning("order %s: broker lowered filled qty %s -> %s; position left as is",
+                    order.command_id, order.filled_qty, filled_qty)
+        return None
+    # Without a reported average (rare), the order's own limit price is the best estimate.
+    after_avg = avg_price if avg_price is not None else order.price or Decimal(0)
+    before = order.filled_qty * (order.avg_price or Decimal(0))
+    return delta, (filled_qty * after_avg - before) / delta
+
+
+def apply_fill(order: Order, filled_qty: int, avg_price: Decimal | None) -> None:
+    increment = fill_increment(order, filled_qty, avg_price)
+    if increment is None:
+        return
+    qty, price = increment
+    position, _ = Position.objects.select_for_update().get_or_create(
+        strategy_id=order.strategy_id, exchange=order.exchange, symbol=order.symbol, product=order.product)
+    # Decimal(): a row get_or_create just made still holds the int defaults.
+    book = Book(position.net_qty, Decimal(position.avg_price), Decimal(position.realized_pnl)).add(
+        qty if order.side == Side.BUY else -qty, price)
+    Position.objects.filter(pk=position.pk).update(
+        net_qty=book.net_qty, avg_price=book.avg_price, realized_pnl=book.realized_pnl, updated_at=timezone.now())
+    log.info("position %s %s:%s %s %+d -> %+d", order.strategy_id, order.exchange, order.symbol, order.product,
+             position.net_qty, book.net_qty)
+
+
+def positions_from_orders() -> dict[tuple, Book]:
+    """Every position recomputed from the orders' fills, in fill order (a check on apply_fill)."""
+    books: dict[tuple, Book] = defaultdict(Book)
+    for order in Order.objects.filter(filled_qty__gt=0).order_by("updated_at", "id"):
+        key = (order.strategy_id, order.exchange, order.symbol, order.product)
+        signed = order.filled_qty if order.side == Side.BUY else -order.filled_qty
+        books[key] = books[key].add(signed, order.avg_price if order.avg_price is not None else order.price or Decimal(0))
+    return dict(books)

@@ -1,0 +1,49 @@
+"""The kill switch: global and per strategy, ACTIVE / REDUCING (exits only) / HALTED.
+
+The stricter of the global and the strategy's switch applies. HALTED is checked again when
+a worker claims an order, so orders already queued never reach the broker.
+"""
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+from orders.models import ExecutionType, Strategy
+
+from .models import KillSwitch, KillSwitchChange, Mode
+
+log = logging.getLogger("orderdesk.killswitch")
+
+_STRICTNESS = {Mode.ACTIVE: 0, Mode.REDUCING: 1, Mode.HALTED: 2}
+HALTED_TAG = "RISK_BLOCKED:KILL_SWITCH_HALTED"
+REDUCING_TAG = "RISK_BLOCKED:KILL_SWITCH_REDUCING"
+
+
+def effective_mode(strategy_id: int) -> str:
+    """One query: the stricter of the global switch and the strategy's own."""
+    modes = KillSwitch.objects.filter(is_global=True) | KillSwitch.objects.filter(strategy_id=strategy_id)
+    return max(modes.values_list("mode", flat=True), key=_STRICTNESS.__getitem__, default=Mode.ACTIVE)
+
+
+def block_tag(mode: str, execution_type: str) -> str | None:
+    if mode == Mode.HALTED:
+        return HALTED_TAG
+    if mode == Mode.REDUCING and execution_type == ExecutionType.ENTRY:
+        return REDUCING_TAG
+    return None
+
+
+def set_mode(mode: str, *, actor: str, strategy: Strategy | None = None) -> KillSwitch:
+    """Switch the global (strategy None) or a strategy's kill switch, recording who and when."""
+    if mode not in Mode.values:
+        raise ValueError(f"mode must be one of {', '.join(Mode.values)}")
+    with transaction.atomic():
+        switch, _ = KillSwitch.objects.select_for_update().get_or_create(
+            strategy=strategy, is_global=strategy is None)
+        before = switch.mode
+        switch.mode, switch.updated_by, switch.updated_at = mode, actor[:64], timezone.now()
+        switch.save()
+        KillSwitchChange.objects.create(strategy=strategy, from_mode=before, to_mode=mode, actor=actor[:64])
+    log.warning("kill switch %s: %s -> %s by %s", strategy or "global", before, mode, actor)
+    return switch
