@@ -2,7 +2,7 @@
 
 from django.contrib import admin, messages
 
-from .models import Alert, Order, OrderEvent, RejectedAlert, Strategy, WatcherLease
+from .models import Alert, BrokerPosition, Order, OrderEvent, Position, RejectedAlert, Strategy, WatcherLease
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -90,9 +90,9 @@ class WatcherLeaseAdmin(ReadOnlyAdmin):
 
 @admin.register(Strategy)
 class StrategyAdmin(admin.ModelAdmin):
-    list_display = ["name", "enabled", "created_at"]
-    list_filter = ["enabled"]
-    fields = ["name", "enabled"]
+    list_display = ["name", "enabled", "leg_policy", "block_duplicates", "allow_cross_strategy", "created_at"]
+    list_filter = ["enabled", "leg_policy"]
+    fields = ["name", "enabled", "leg_policy", "block_duplicates", "allow_cross_strategy"]
 
     def get_readonly_fields(self, request, obj=None):
         return ["name"] if obj else []
@@ -105,3 +105,17 @@ class StrategyAdmin(admin.ModelAdmin):
             secret = obj.set_secret()
             messages.warning(request, f"Webhook secret for {obj.name} (shown once, stored only as a digest): {secret}")
         super().save_model(request, obj, form, change)
+
+
+@admin.register(Position)
+class PositionAdmin(ReadOnlyAdmin):
+    list_display = ["strategy", "exchange", "symbol", "product", "net_qty", "avg_price", "realized_pnl", "updated_at"]
+    list_filter = ["strategy", "exchange", "product"]
+    search_fields = ["symbol"]
+
+
+@admin.register(BrokerPosition)
+class BrokerPositionAdmin(ReadOnlyAdmin):
+    list_display = ["exchange", "symbol", "product", "net_qty", "net_avg_price", "realized_pnl", "unrealized_pnl",
+                    "last_price", "taken_at"]
+    search_fields = ["symbol"]

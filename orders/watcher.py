@@ -13,7 +13,7 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -21,7 +21,7 @@ from brokers.base import BookEntry, BookStatus
 from brokers.registry import get_broker
 
 from . import lifecycle
-from .models import EventKind, Order, OrderEvent, Status, WatcherLease
+from .models import BrokerPosition, EventKind, Order, OrderEvent, Status, WatcherLease
 from .queue import enqueue_submissions
 
 log = logging.getLogger("orderdesk.watcher")
@@ -104,6 +104,7 @@ class OrderWatcher:
         for order in live:
             self._guarded(order, self._reconcile, order, by_id, by_client, now)
         self._recover_unknown(by_client)
+        self._snapshot_positions()
         checkpoint_sqlite_wal()
         live_ids = {o.pk for o in live}
         self.misses = {pk: n for pk, n in self.misses.items() if pk in live_ids}
@@ -204,6 +205,24 @@ class OrderWatcher:
                           filled_qty=entry.filled_qty or (order.qty if to == Status.EXECUTED else 0),
                           avg_price=entry.avg_price,
                           tag=f"BROKER_RECOVERED:{entry.raw_status} at the broker after BROKER_UNKNOWN")
+
+    def _snapshot_positions(self) -> None:
+        """The broker's account-wide positions and last prices, for the blotter and risk limits.
+        A failed read keeps the previous snapshot (its taken_at says how old it is)."""
+        try:
+            positions = self.broker.positions()
+        except Exception as exc:  # noqa: BLE001 - the order reconciliation already happened
+            log.warning("position book unavailable: %s: %s", type(exc).__name__, exc)
+            return
+        now = timezone.now()
+        with transaction.atomic():
+            BrokerPosition.objects.all().delete()
+            BrokerPosition.objects.bulk_create(
+                BrokerPosition(exchange=p.exchange, symbol=p.symbol, product=p.product, net_qty=p.net_qty,
+                               net_avg_price=p.net_avg_price, realized_pnl=p.realized_pnl,
+                               unrealized_pnl=p.unrealized_pnl, last_price=p.last_price, taken_at=now)
+                for p in positions
+            )
 
     def _requeue_lost_creations(self, now) -> None:
         """CREATED orders whose submission task was lost; the claim makes a resend harmless."""

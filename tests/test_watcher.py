@@ -284,13 +284,15 @@ def test_queries_per_pass_do_not_grow_with_unchanged_orders(settings):
         while Order.objects.filter(status=Status.SENT_TO_BROKER).count() < n:
             placed()
         counts[n] = _pass_queries(watcher)
-    assert counts[2] == counts[20] <= 6
+    # lost-task check, live orders, unknown-recovery check, the paper broker's book and
+    # position reads (4), the position snapshot (delete + insert), the test's savepoint pair
+    assert counts[2] == counts[20] <= 10
     changed = Order.objects.filter(status=Status.SENT_TO_BROKER)[:3]
     for order in changed:
         make_due(order)
     # per changed order: its update, its position (read, write; created on first fill: +3) and
-    # its audit row, inside a transaction
-    assert _pass_queries(watcher) <= counts[20] + 10 * len(changed)
+    # its audit row, inside a transaction; and the paper broker's own fill of it
+    assert _pass_queries(watcher) <= counts[20] + 11 * len(changed)
     assert Order.objects.filter(status=Status.EXECUTED).count() == 3
 
 

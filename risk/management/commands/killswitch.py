@@ -1,0 +1,29 @@
+import getpass
+
+from django.core.management.base import BaseCommand, CommandError
+
+from orders.models import Strategy
+from risk.killswitch import set_mode
+from risk.models import KillSwitch, Mode
+
+
+class Command(BaseCommand):
+    help = ("Set the global kill switch, or one strategy's: ACTIVE, REDUCING (exits only) or HALTED "
+            "(nothing new reaches the broker). Without MODE, show the switches.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("mode", nargs="?", choices=Mode.values)
+        parser.add_argument("--strategy", help="a strategy's switch instead of the global one")
+
+    def handle(self, mode=None, strategy=None, **options):
+        target = None
+        if strategy is not None:
+            target = Strategy.objects.filter(name=strategy).first()
+            if target is None:
+                raise CommandError(f"no strategy {strategy!r}")
+        if mode is None:
+            for switch in KillSwitch.objects.select_related("strategy").order_by("-is_global", "strategy__name"):
+                self.stdout.write(f"{switch}  (by {switch.updated_by or '-'} at {switch.updated_at:%Y-%m-%d %H:%M:%S}Z)")
+            return
+        switch = set_mode(mode, actor=f"cli:{getpass.getuser()}", strategy=target)
+        self.stdout.write(f"kill switch {switch}")
