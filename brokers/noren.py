@@ -130,22 +130,22 @@ class NorenClient:
             if _not_sent(exc):
                 raise NotSent(f"{route} not sent, cannot connect to the broker: {what}") from None
             raise NoAnswer(f"{route}: no reply from the broker: {what}") from None
-        elapsed = time.monotonic() - started
         status = response.status_code
+        log.debug("noren %s: HTTP %s in %.3fs", route, status, time.monotonic() - started)
         try:
             reply = response.json()
         except ValueError:
             reply = None
-        log.debug("noren %s: HTTP %s in %.3fs", route, status, elapsed)
-        if isinstance(reply, (dict, list)) and (status < 300 or _is_noren_reply(reply)) and status < 500:
-            return reply
         snippet = redact(response.text[:SNIPPET_CHARS], self.secrets).replace("\n", " ")
-        if 400 <= status < 500:
-            raise Refused(f"{route}: HTTP {status} from the broker: {snippet!r}", status)
-        if status >= 300 and status < 400:
-            raise NoAnswer(f"{route}: unexpected redirect HTTP {status}")
         if status >= 500:
             raise NoAnswer(f"{route}: HTTP {status} from the broker: {snippet!r}")
+        if 200 <= status < 300 and isinstance(reply, (dict, list)):
+            return reply
+        if 400 <= status < 500:
+            if _is_noren_reply(reply):  # a Noren answer that came with a 4xx status
+                return reply
+            raise Refused(f"{route}: HTTP {status} from the broker: {snippet!r}", status)
+        # A 2xx that is not JSON, or a redirect (a POST may have been processed before one).
         raise NoAnswer(f"{route}: unreadable reply (HTTP {status}): {snippet!r}")
 
 

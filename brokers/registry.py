@@ -10,6 +10,7 @@ from .base import Broker
 
 BROKERS = {
     "paper": "brokers.paper.PaperBroker",
+    "shoonya": "brokers.shoonya.ShoonyaBroker",
 }
 
 

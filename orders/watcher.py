@@ -28,6 +28,9 @@ log = logging.getLogger("orderdesk.watcher")
 
 ACTOR = "watcher"
 LEASE_NAME = "orderwatcher"
+# Orders with a broker id that the book does not list are asked about one by one (Noren's
+# SingleOrdHist); at most this many per pass, so a broken book cannot multiply the calls.
+MAX_HISTORY_LOOKUPS_PER_PASS = 5
 
 
 # --- the lease --------------------------------------------------------------------------
@@ -79,11 +82,13 @@ class OrderWatcher:
         self.misses: dict[int, int] = {}  # in-doubt order pk -> successful reads that lacked it
         self.requeued_at: dict[int, float] = {}
         self.reads = 0
+        self.history_lookups = 0
 
     def poll_once(self) -> bool:
         """One pass. Returns whether the order book was read. Never raises for one order's
         sake: a failure or a lost race on an order is recorded as its CONFLICT event."""
         now = timezone.now()
+        self.history_lookups = 0
         try:
             self._requeue_lost_creations(now)
         except Exception:  # noqa: BLE001 - a queue hiccup must not cost the reconciliation
@@ -145,7 +150,7 @@ class OrderWatcher:
 
     def _reconcile(self, order: Order, by_id: dict, by_client: dict, now) -> None:
         if order.broker_order_id:
-            entry = by_id.get(order.broker_order_id)
+            entry = by_id.get(order.broker_order_id) or self._order_status(order)
             if entry is not None:
                 self._apply(order, entry)
             return
@@ -168,6 +173,22 @@ class OrderWatcher:
         # listed the order, this loses and is recorded as a conflict.
         self._move(order, Status.FAILED,
                    tag=f"BROKER_UNKNOWN:not in the order book after {waited:.0f}s and {misses} reads")
+
+    def _order_status(self, order: Order) -> BookEntry | None:
+        """The broker's own record of an order that has a broker id but is missing from the
+        book. None when the broker cannot tell, or the per-pass budget is spent."""
+        if self.history_lookups >= MAX_HISTORY_LOOKUPS_PER_PASS:
+            return None
+        self.history_lookups += 1
+        try:
+            entry = self.broker.order_status(order.broker_order_id)
+        except Exception as exc:  # noqa: BLE001 - an unusable read changes nothing
+            log.warning("order %s: status of %s unavailable: %s: %s", order.command_id, order.broker_order_id,
+                        type(exc).__name__, exc)
+            return None
+        if entry is not None and entry.broker_order_id != order.broker_order_id:
+            return None
+        return entry
 
     def _apply(self, order: Order, entry: BookEntry) -> None:
         fills = {"filled_qty": entry.filled_qty, "avg_price": entry.avg_price}

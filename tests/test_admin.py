@@ -100,7 +100,8 @@ def test_other_pages_load(admin_client, orders, path):
 
 
 def test_creating_a_strategy_shows_its_secret_once_and_stores_a_digest(admin_client):
-    response = admin_client.post("/admin/orders/strategy/add/", {"name": "swing", "enabled": "on"}, follow=True)
+    form = {"name": "swing", "enabled": "on", "leg_policy": "ALL_OR_NONE", "block_duplicates": "on"}
+    response = admin_client.post("/admin/orders/strategy/add/", form, follow=True)
     assert response.status_code == 200
     [message] = [str(m) for m in response.context["messages"] if "secret" in str(m)]
     secret = message.rsplit(": ", 1)[1]
@@ -115,9 +116,10 @@ def test_creating_a_strategy_shows_its_secret_once_and_stores_a_digest(admin_cli
 
 def test_editing_a_strategy_keeps_its_secret(admin_client, strategy):
     digest = strategy.secret_digest
-    response = admin_client.post(f"/admin/orders/strategy/{strategy.pk}/change/", {"enabled": ""}, follow=True)
+    form = {"enabled": "", "leg_policy": "PER_LEG"}
+    response = admin_client.post(f"/admin/orders/strategy/{strategy.pk}/change/", form, follow=True)
     assert response.status_code == 200
     assert not any("secret" in str(m) for m in response.context["messages"])
     strategy.refresh_from_db()
-    assert (strategy.enabled, strategy.secret_digest) == (False, digest)
+    assert (strategy.enabled, strategy.leg_policy, strategy.secret_digest) == (False, "PER_LEG", digest)
     assert admin_client.post(f"/admin/orders/strategy/{strategy.pk}/delete/", {"post": "yes"}).status_code == 403
