@@ -70,6 +70,9 @@ def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes
     update = dict(changes, status=to, updated_at=now)
     if order.status == Status.CREATED and to == Status.SENT_TO_BROKER:
         update["sent_at"] = now
+    if "filled_qty" in changes:
+        # The position takes the fill increment from this copy's filled_qty: a stale copy must lose.
+        extra_filter = dict(extra_filter, filled_qty=order.filled_qty)
     with transaction.atomic():
         # Compare-and-set on what the caller's decision rests on: the status and the broker id
         # (a stale copy without an id must not fail an order a worker has since given one).

@@ -72,7 +72,14 @@ def apply_fill(order: Order, filled_qty: int, avg_price: Decimal | None) -> None
 
 
 def positions_from_orders() -> dict[tuple, Book]:
-    """Every position recomputed from the orders' fills, in fill order (a check on apply_fill)."""
+    """Every position recomputed from the orders' fills (a check on apply_fill).
+
+    Each order's whole fill is replayed at its average price, in the order the orders last
+    changed: the net quantity always agrees with apply_fill's rows; the average and the
+    realized P&L (average cost depends on the order of fills) agree as long as no order's
+    fills interleave with another's on the same position, e.g. a partial fill, then another
+    order's fill, then the rest or a cancel. Orders keep only cumulative fills, so the true
+    fill order is known to apply_fill alone."""
     books: dict[tuple, Book] = defaultdict(Book)
     for order in Order.objects.filter(filled_qty__gt=0).order_by("updated_at", "id"):
         key = (order.strategy_id, order.exchange, order.symbol, order.product)

@@ -58,7 +58,11 @@ BLOCKERS: list[Blocker] = [strategy_disabled, kill_switch, execution_guard]
 
 def batch_verdict(blocked: dict[int, Verdict]) -> Verdict:
     reasons = "; ".join(f"leg {leg}: {verdict.tag}" for leg, verdict in sorted(blocked.items()))
-    return Verdict(f"GUARD_BLOCKED:BATCH {reasons}", "another leg of this alert was blocked")
+    # The tag is cut at 255 characters (a 20-leg alert can need more); the detail keeps every
+    # blocked leg's reason and specifics.
+    specifics = "; ".join(f"leg {leg}: {verdict.tag}" + (f" ({verdict.detail})" if verdict.detail else "")
+                          for leg, verdict in sorted(blocked.items()))
+    return Verdict(f"GUARD_BLOCKED:BATCH {reasons}", f"another leg of this alert was blocked: {specifics}")
 
 
 def evaluate(ctx: IntakeContext) -> dict[int, Verdict]:

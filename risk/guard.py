@@ -8,6 +8,9 @@ A FAILED order is no longer live, so a terminal transition releases the guard by
 
 from dataclasses import dataclass
 
+from django.db import connection
+from django.db.models import CharField, IntegerField, Value
+
 from orders.models import LIVE_STATUSES, Alert, ExecutionType, Order, Position, Side, Strategy
 
 from .blockers import Verdict
@@ -28,28 +31,54 @@ class Exposure:
 
 
 def lock_instruments(exchange: str, symbols: list[str]) -> None:
-    """Lock one row per instrument (created on first use), in a fixed order: no deadlocks.
-    On SQLite the IMMEDIATE transaction already serialises writers."""
-    symbols = sorted(symbols)
-    locked = GuardLock.objects.select_for_update().filter(exchange=exchange, symbol__in=symbols).order_by("symbol")
-    if len(list(locked)) < len(symbols):
-        GuardLock.objects.bulk_create([GuardLock(exchange=exchange, symbol=s) for s in symbols],
-                                      ignore_conflicts=True)
-        list(locked.all())
+    """Lock one row per instrument, created on first use, in one statement and in a fixed
+    (sorted) order: no deadlocks.
+
+    `INSERT … ON CONFLICT DO UPDATE … WHERE false` inserts the missing rows and locks the
+    existing ones (PostgreSQL locks every conflicting row even when the WHERE clause updates
+    none, so no new row version is written), row by row in the VALUES order. A SELECT … FOR
+    UPDATE of the existing rows followed by an insert of the missing ones can deadlock: an
+    intake holds the row it just inserted, then waits for a row another intake locked, which
+    waits for the inserted one."""
+    if connection.vendor != "postgresql":
+        return  # SQLite: the intake's BEGIN IMMEDIATE already admits one writer at a time
+    symbols = sorted(set(symbols))
+    table = connection.ops.quote_name(GuardLock._meta.db_table)
+    rows = ", ".join(["(%s, %s)"] * len(symbols))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (exchange, symbol) VALUES {rows} "
+            "ON CONFLICT (exchange, symbol) DO UPDATE SET symbol = EXCLUDED.symbol WHERE false",
+            [value for symbol in symbols for value in (exchange, symbol)],
+        )
 
 
-def _live_exposures(exchange: str, symbols: list[str], alert: Alert) -> list[Exposure]:
-    rows = (Order.objects.filter(exchange=exchange, symbol__in=symbols, status__in=LIVE_STATUSES)
+def _exposures(exchange: str, symbols: list[str], alert: Alert) -> tuple[list[Exposure], list[tuple]]:
+    """The live orders (other than this alert's) and the open positions on the instruments.
+
+    One statement, so one snapshot: on PostgreSQL (READ COMMITTED) each statement sees what was
+    committed when it started, and a fill committing between two reads (its order update and
+    its position update are one transaction) would show a live exit's remainder together with
+    the position that fill already reduced, and block a fitting exit."""
+    live = (Order.objects.filter(exchange=exchange, symbol__in=symbols, status__in=LIVE_STATUSES)
             .exclude(alert=alert)
-            .values_list("strategy_id", "strategy__name", "symbol", "side", "execution_type", "product",
+            .annotate(row_kind=Value("order", output_field=CharField()))
+            .values_list("row_kind", "strategy_id", "strategy__name", "symbol", "side", "execution_type", "product",
                          "qty", "filled_qty"))
-    return [Exposure(*row[:6], remaining_qty=row[6] - row[7]) for row in rows]
-
-
-def _open_positions(exchange: str, symbols: list[str]) -> list[tuple]:
-    """(strategy_id, strategy name, symbol, product, net qty) of every open position."""
-    return list(Position.objects.filter(exchange=exchange, symbol__in=symbols).exclude(net_qty=0)
-                .values_list("strategy_id", "strategy__name", "symbol", "product", "net_qty"))
+    held = (Position.objects.filter(exchange=exchange, symbol__in=symbols).exclude(net_qty=0)
+            .annotate(row_kind=Value("position", output_field=CharField()),
+                      no_side=Value("", output_field=CharField()), no_type=Value("", output_field=CharField()),
+                      no_fill=Value(0, output_field=IntegerField()))
+            .values_list("row_kind", "strategy_id", "strategy__name", "symbol", "no_side", "no_type", "product",
+                         "net_qty", "no_fill"))
+    exposures, positions = [], []
+    rows = live.order_by().union(held.order_by(), all=True)  # no ORDER BY inside a compound statement
+    for kind, strategy_id, name, symbol, side, execution_type, product, qty, filled in rows:
+        if kind == "order":
+            exposures.append(Exposure(strategy_id, name, symbol, side, execution_type, product, qty - filled))
+        else:  # (strategy_id, strategy name, symbol, product, net qty)
+            positions.append((strategy_id, name, symbol, product, qty))
+    return exposures, positions
 
 
 def _direction(net_qty: int) -> str:
@@ -102,8 +131,7 @@ def check_legs(strategy: Strategy, alert: Alert, legs: list[Order]) -> dict[int,
     exchange = legs[0].exchange
     symbols = sorted({leg.symbol for leg in legs})
     lock_instruments(exchange, symbols)
-    live = _live_exposures(exchange, symbols, alert)
-    positions = _open_positions(exchange, symbols)
+    live, positions = _exposures(exchange, symbols, alert)
     blocked = {}
     for leg in legs:
         check = _check_entry(leg, strategy, live, positions) if leg.execution_type == ExecutionType.ENTRY \

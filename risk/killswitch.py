@@ -7,6 +7,7 @@ a worker claims an order, so orders already queued never reach the broker.
 import logging
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from orders.models import ExecutionType, Strategy
@@ -22,8 +23,8 @@ REDUCING_TAG = "RISK_BLOCKED:KILL_SWITCH_REDUCING"
 
 def effective_mode(strategy_id: int) -> str:
     """One query: the stricter of the global switch and the strategy's own."""
-    modes = KillSwitch.objects.filter(is_global=True) | KillSwitch.objects.filter(strategy_id=strategy_id)
-    return max(modes.values_list("mode", flat=True), key=_STRICTNESS.__getitem__, default=Mode.ACTIVE)
+    modes = KillSwitch.objects.filter(Q(is_global=True) | Q(strategy_id=strategy_id)).values_list("mode", flat=True)
+    return max(modes, key=_STRICTNESS.__getitem__, default=Mode.ACTIVE)
 
 
 def block_tag(mode: str, execution_type: str) -> str | None:

@@ -124,28 +124,23 @@ def test_two_watcher_processes_only_one_polls():
     assert passes(refused[0]) == 0, outputs
 
 
-@pytest.mark.parametrize("forced", [False, True], ids=["released-together", "all-checked-before-insert"])
+@pytest.mark.parametrize("forced", [False, True], ids=["released-together", "all-inside-before-insert"])
 def test_duplicate_alert_id_race_registers_once(paper_instruments, strategy, alert_body, monkeypatch, forced):
     """8 deliveries of one alert_id through the webhook at once. `forced`: every request has
-    looked for the alert_id and found nothing before any inserts, so the unique constraint
-    and the IntegrityError path of the intake must produce the single registration."""
+    opened its intake transaction before any inserts the alert, so the unique constraint and
+    the IntegrityError path of the intake must produce the single registration."""
     import orders.services as services
 
     threads = 8
     if forced:
-        checked = threading.Barrier(threads)
-        real_existing = services._existing
-        first_call = threading.local()
+        inside = threading.Barrier(threads)
+        real_create = services.Alert.objects.create
 
-        def existing_then_wait(strategy, alert_id):
-            found = real_existing(strategy, alert_id)
-            if not getattr(first_call, "done", False):
-                first_call.done = True
-                assert found is None
-                checked.wait(timeout=10)
-            return found
+        def create_after_everyone_is_inside(**fields):
+            inside.wait(timeout=10)
+            return real_create(**fields)
 
-        monkeypatch.setattr(services, "_existing", existing_then_wait)
+        monkeypatch.setattr(services.Alert.objects, "create", create_after_everyone_is_inside)
     legs = [
         {"symbol": "RELIANCE-EQ", "side": "BUY", "qty": 10, "order_type": "MARKET", "product": "MIS"},
         {"symbol": "SBIN-EQ", "side": "SELL", "qty": 5, "order_type": "MARKET", "product": "MIS"},
