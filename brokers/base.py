@@ -90,6 +90,21 @@ class Position:
     last_price: Decimal | None
 
 
+def add_fill(net_qty: int, avg_price: Decimal, realized_pnl: Decimal, signed_qty: int,
+             price: Decimal) -> tuple[int, Decimal, Decimal]:
+    """(net qty, average price, realized P&L) after a fill of `signed_qty` (> 0 bought, < 0
+    sold) at `price`, at average cost. The average is left as it was when the fill exactly
+    closes the position (a caller that shows flat positions as 0 says so itself)."""
+    if net_qty == 0 or (net_qty > 0) == (signed_qty > 0):  # opening or adding
+        avg_price = (avg_price * abs(net_qty) + price * abs(signed_qty)) / (abs(net_qty) + abs(signed_qty))
+    else:  # reducing, closing or flipping
+        closed = min(abs(net_qty), abs(signed_qty))
+        realized_pnl += (price - avg_price) * closed * (1 if net_qty > 0 else -1)
+        if abs(signed_qty) > abs(net_qty):
+            avg_price = price
+    return net_qty + signed_qty, avg_price, realized_pnl
+
+
 class BrokerUnavailable(Exception):
     """A read (order book, positions) that gave no usable answer."""
 

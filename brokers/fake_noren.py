@@ -25,6 +25,8 @@ from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 import pyotp
 
+from .base import add_fill
+
 SESSION_EXPIRED = "Session Expired :  Invalid Session Key"
 NO_DATA = 'Error Occurred : 5 "no data"'
 INVALID_SYMBOL = "Invalid Trading Symbol"
@@ -462,32 +464,22 @@ class FakeNoren:
     def _positions(self):
         self.advance()
         with self._lock:
-            books: dict[tuple, dict] = {}
+            books: dict[tuple, tuple] = {}
             for o in self.orders:
                 if not o.fillshares:
                     continue
                 f = o.fields
-                book = books.setdefault((f["exch"], f["tsym"], f["prd"]),
-                                        {"qty": 0, "avg": Decimal(0), "rpnl": Decimal(0)})
+                key = (f["exch"], f["tsym"], f["prd"])
                 signed = o.fillshares if f["trantype"] == "B" else -o.fillshares
-                qty, avg, price = book["qty"], book["avg"], o.avgprc
-                if qty == 0 or (qty > 0) == (signed > 0):  # opening or adding
-                    book["avg"] = (avg * abs(qty) + price * abs(signed)) / (abs(qty) + abs(signed))
-                else:  # reducing, maybe flipping
-                    closed = min(abs(qty), abs(signed))
-                    book["rpnl"] += (price - avg) * closed * (1 if qty > 0 else -1)
-                    if abs(signed) > abs(qty):
-                        book["avg"] = price
-                    elif abs(signed) == abs(qty):
-                        book["avg"] = Decimal(0)
-                book["qty"] = qty + signed
+                books[key] = add_fill(*books.get(key, (0, Decimal(0), Decimal(0))), signed, o.avgprc)
             rows = []
-            for (exch, tsym, prd), book in books.items():
+            for (exch, tsym, prd), (qty, avg, rpnl) in books.items():
                 lp = self.last_prices.get((exch, tsym), Decimal(0))
+                avg = avg if qty else Decimal(0)  # Noren shows a closed position's average as 0
                 rows.append({"stat": "Ok", "uid": self.account.user_id, "actid": self.account.account_id,
-                             "exch": exch, "tsym": tsym, "prd": prd, "netqty": str(book["qty"]),
-                             "netavgprc": _money(book["avg"]), "lp": _money(lp), "rpnl": _money(book["rpnl"]),
-                             "urmtom": _money((lp - book["avg"]) * book["qty"] if book["qty"] else 0)})
+                             "exch": exch, "tsym": tsym, "prd": prd, "netqty": str(qty),
+                             "netavgprc": _money(avg), "lp": _money(lp), "rpnl": _money(rpnl),
+                             "urmtom": _money((lp - avg) * qty)})
         return rows or {"stat": "Not_Ok", "request_time": _noren_time(), "emsg": NO_DATA}
 
     # --- HTTP control, for demos -------------------------------------------------------------

@@ -136,7 +136,8 @@ class NorenClient:
             reply = response.json()
         except ValueError:
             reply = None
-        snippet = redact(response.text[:SNIPPET_CHARS], self.secrets).replace("\n", " ")
+        # Redacted before it is cut: a cut can fall inside a token and hide it from the patterns.
+        snippet = redact(response.text[:65536], self.secrets)[:SNIPPET_CHARS].replace("\n", " ")
         if status >= 500:
             raise NoAnswer(f"{route}: HTTP {status} from the broker: {snippet!r}")
         if 200 <= status < 300 and isinstance(reply, (dict, list)):

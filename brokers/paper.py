@@ -10,7 +10,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .base import BookEntry, Broker, BrokerInDoubt, PlaceOutcome, PlaceRequest, PlaceResult, Position, normalize_status
+from .base import (BookEntry, Broker, BrokerInDoubt, PlaceOutcome, PlaceRequest, PlaceResult, Position, add_fill,
+                   normalize_status)
 from .models import Behaviour, PaperInstrument, PaperOrder
 
 INVALID_SYMBOL = "Invalid Trading Symbol"  # Noren's wording
@@ -110,24 +111,15 @@ class PaperBroker(Broker):
 
     def positions(self) -> list[Position]:
         """Net quantity, average price and P&L per instrument from the fills (average cost)."""
-        books = defaultdict(lambda: {"qty": 0, "avg": Decimal(0), "rpnl": Decimal(0)})
+        books = defaultdict(lambda: (0, Decimal(0), Decimal(0)))  # net qty, average, realized P&L
         for o in self._todays_orders().filter(filled_qty__gt=0):
-            book = books[(o.exchange, o.symbol, o.product)]
-            signed = o.filled_qty if o.side == "BUY" else -o.filled_qty
-            qty, avg, price = book["qty"], book["avg"], o.avg_price
-            if qty == 0 or (qty > 0) == (signed > 0):  # opening or adding
-                book["avg"] = (avg * abs(qty) + price * abs(signed)) / (abs(qty) + abs(signed))
-            else:  # reducing, maybe flipping
-                closed = min(abs(qty), abs(signed))
-                book["rpnl"] += (price - avg) * closed * (1 if qty > 0 else -1)
-                if abs(signed) > abs(qty):
-                    book["avg"] = price
-            book["qty"] = qty + signed
+            key = (o.exchange, o.symbol, o.product)
+            books[key] = add_fill(*books[key], o.filled_qty if o.side == "BUY" else -o.filled_qty, o.avg_price)
         prices = {(i.exchange, i.symbol): i.ref_price for i in PaperInstrument.objects.all()}
         result = []
-        for (exchange, symbol, product), book in books.items():
+        for (exchange, symbol, product), (qty, avg, realized) in books.items():
             last = prices.get((exchange, symbol))
-            unrealized = (last - book["avg"]) * book["qty"] if last is not None and book["qty"] else Decimal(0)
-            result.append(Position(exchange, symbol, product, book["qty"], book["avg"].quantize(Decimal("0.0001")),
-                                   book["rpnl"], unrealized, last))
+            unrealized = (last - avg) * qty if last is not None and qty else Decimal(0)
+            result.append(Position(exchange, symbol, product, qty, avg.quantize(Decimal("0.0001")), realized,
+                                   unrealized, last))
         return result

@@ -1,14 +1,16 @@
 """The live broker: Shoonya (Finvasia) through the Noren OMS REST API.
 
 Outcomes of a place call:
-- `Ok` with `norenordno` -> ACCEPTED; `Not_Ok` -> REJECTED with the broker's `emsg` verbatim.
+- `Ok` with `norenordno` -> ACCEPTED; `Not_Ok` -> REJECTED with the broker's `emsg` verbatim,
+  unless the `emsg` says the broker timed out (then in doubt, as below).
 - timeout, connection lost after sending, 5xx, unreadable reply -> BrokerInDoubt: the watcher
   finds the order in the book by `remarks` (our command id). Never sent again.
-- the connection could not even be opened -> REJECTED "not sent: …" (see _place_once).
+- the connection could not even be opened -> REJECTED "not sent: …" (see place).
 - "session expired": with legacy credentials, log in again once and send that order once more;
   otherwise mark the stored session invalid and return SESSION_INVALID (the user must run
   `manage.py shoonya_login`). Never a loop: at most two PlaceOrder requests, the first of
-  which the broker refused.
+  which the broker refused; a new session refused at once holds back further automatic
+  logins for SHOONYA_LOGIN_RETRY_S, as a failed login does.
 """
 
 import logging
@@ -22,7 +24,7 @@ from django.core.exceptions import ImproperlyConfigured
 from . import shoonya_session as sessions
 from .base import (BookEntry, Broker, BrokerInDoubt, BrokerUnavailable, PlaceOutcome, PlaceRequest, PlaceResult,
                    Position, normalize_status)
-from .noren import (NoAnswer, NorenError, NotSent, Refused, error_message, is_no_data, is_ok,
+from .noren import (NoAnswer, NorenError, NotSent, Refused, error_message, is_no_data, is_not_ok, is_ok,
                     is_session_expired)
 
 log = logging.getLogger("orderdesk.brokers.shoonya")
@@ -34,6 +36,9 @@ PRICE_TYPES = {"MARKET": "MKT", "LIMIT": "LMT", "SL": "SL-LMT", "SL-M": "SL-MKT"
 PRICED = {"LIMIT", "SL"}  # the others go at market: prc "0"
 TRIGGERED = {"SL", "SL-M"}  # trgprc is sent only for these (Noren: "only in case of SL / SL-M")
 UNAUTHORIZED = 401
+# A PlaceOrder `Not_Ok` saying this comes from Noren's web tier giving up on its OMS, which
+# may have taken the order: in doubt, not rejected.
+IN_DOUBT_EMSG_MARKERS = ("timeout", "timed out")
 
 
 class SessionUnavailable(Exception):
@@ -192,7 +197,11 @@ class ShoonyaBroker(Broker):
         session = self._after_expiry(session, route)
         reply = self._send(route, values, session)
         if is_session_expired(reply):
-            sessions.invalidate(session, f"session expired again right after a new login ({route})")
+            reason = f"session expired again right after a new login ({route})"
+            if sessions.invalidate(session, reason) and sessions.legacy_configured():
+                # The newest session was refused at once: logging in again on the next call
+                # would be a login per call. Wait as after a failed login.
+                sessions.note_login_failure(reason)
             log.error("SHOONYA SESSION EXPIRED again on %s right after a new session; giving up", route)
             raise SessionUnavailable(f"Shoonya session expired: {error_message(reply)}")
         return reply
@@ -220,8 +229,11 @@ class ShoonyaBroker(Broker):
         if is_ok(reply) and reply.get("norenordno"):
             log.info("shoonya: order %s accepted as %s", request.client_order_id, reply["norenordno"])
             return PlaceResult(PlaceOutcome.ACCEPTED, broker_order_id=str(reply["norenordno"]))
-        if isinstance(reply, dict) and reply.get("stat") == "Not_Ok":
-            return PlaceResult(PlaceOutcome.REJECTED, message=error_message(reply))
+        if is_not_ok(reply):
+            message = error_message(reply)
+            if any(marker in message.lower() for marker in IN_DOUBT_EMSG_MARKERS):
+                raise BrokerInDoubt(f"PlaceOrder: {message}")
+            return PlaceResult(PlaceOutcome.REJECTED, message=message)
         raise BrokerInDoubt(f"PlaceOrder: reply without an order number or a rejection ({_shape(reply)})")
 
     def _read(self, route: str, values: dict) -> list[dict]:

@@ -30,6 +30,11 @@ class LoginFailed(Exception):
     """No session could be obtained; the message is the broker's or ours, never a secret."""
 
 
+class LoginUnanswered(LoginFailed):
+    """The login request got no usable answer (network, 5xx, garbage): not a refusal of the
+    credentials, so it does not hold back the next login."""
+
+
 @dataclass(frozen=True)
 class Session:
     user_id: str
@@ -115,26 +120,29 @@ def oauth_login_url() -> str:
     return f"{settings.SHOONYA_OAUTH_URL}?client_id={settings.SHOONYA_CLIENT_ID}"
 
 
-def _login(client: NorenClient, route: str, values: dict, token_field: str) -> str:
+def _login(client: NorenClient, route: str, values: dict, token_field: str) -> tuple[str, dict]:
+    """The new token and the whole reply. Raises LoginFailed (LoginUnanswered: no answer)."""
     try:
         reply = client.post(route, values)
     except NorenError as exc:
-        raise LoginFailed(f"{route} failed: {exc}") from None
+        raise LoginUnanswered(f"{route} failed: {exc}") from None
     # The official client takes the token when it is there (GenAcsTok's reply need not carry
     # `stat`); a `Not_Ok` reply carries the reason in `emsg`.
     token = reply.get(token_field) if isinstance(reply, dict) and reply.get("stat", "Ok") == "Ok" else None
     if not token:
         raise LoginFailed(f"{route} refused: {error_message(reply)}")
-    return str(token)
+    return str(token), reply
 
 
 def quick_auth(client: NorenClient) -> Session:
     """Legacy login; stores and returns the new session. Raises LoginFailed."""
     log.info("shoonya: logging in %s with QuickAuth", user_id())
     try:
-        token = _login(client, "QuickAuth", quickauth_values(), "susertoken")
+        token, _ = _login(client, "QuickAuth", quickauth_values(), "susertoken")
+    except LoginUnanswered:
+        raise  # a network blip is not a wrong password: the next call may try again
     except LoginFailed as exc:
-        note_login_failure(str(exc))
+        note_login_failure(str(exc))  # refused: wait before the next try (an account lock-out)
         raise
     return store(SessionKind.LEGACY, token)
 
@@ -145,7 +153,13 @@ def gen_acs_tok(client: NorenClient, code: str) -> Session:
     if not code:
         raise LoginFailed("no auth code given")
     client.secrets = client.secrets + (code,)
-    token = _login(client, "GenAcsTok", gen_acs_tok_values(code), "access_token")
+    token, reply = _login(client, "GenAcsTok", gen_acs_tok_values(code), "access_token")
+    # The login page takes any account: a token for another one must not become this user's
+    # session (the orders would go to the account that logged in).
+    logged_in = str(reply.get("USERID") or "").strip()
+    if logged_in and logged_in.upper() != user_id().strip().upper():
+        raise LoginFailed(f"the login page was used by {logged_in}, but SHOONYA_USER_ID is {user_id()}: "
+                          f"log in as {user_id()}")
     return store(SessionKind.OAUTH, token)
 
 

@@ -357,3 +357,113 @@ def test_redact_masks_secret_fields_and_known_values():
     for secret in ("abc123", "123456", "tok123", "eyJtoken", '"at"', '"st"', "my-password"):
         assert secret not in clean
     assert '"uid": "FT1"' in clean
+
+
+# --- review: defects found and pinned -----------------------------------------------------------
+
+
+
+def test_a_new_session_refused_at_once_does_not_start_a_login_loop(shoonya_legacy):
+    """One re-login per expiry, not one per call: when the fresh session is refused straight
+    away, further automatic logins wait SHOONYA_LOGIN_RETRY_S like after a failed login."""
+    shoonya_legacy.set_behaviour(Behaviour.EXPIRE_SESSION)  # every PlaceOrder: "Session Expired"
+    broker = get_broker()
+    assert broker.place(market("a")).outcome == PlaceOutcome.SESSION_INVALID
+    assert len(shoonya_legacy.calls_to("QuickAuth")) == 2
+    for command_id in ("b", "c", "d"):
+        result = broker.place(market(command_id))
+        assert result.outcome == PlaceOutcome.SESSION_INVALID and "next attempt in" in result.message
+    with pytest.raises(BrokerUnavailable):
+        broker.order_book()
+    assert len(shoonya_legacy.calls_to("QuickAuth")) == 2  # not 2 more per call
+    assert len(shoonya_legacy.calls_to("PlaceOrder")) == 2  # only the first order's two, both refused
+
+
+def test_a_login_that_got_no_answer_does_not_block_the_next_login(shoonya_legacy, settings):
+    """A QuickAuth lost to a network blip is not a wrong password: it must not fail every
+    order for the next SHOONYA_LOGIN_RETRY_S without even trying."""
+    real = shoonya_legacy.handle
+    broken = {"QuickAuth": 1}
+
+    def handle(route, headers, body):
+        if broken.get(route):
+            broken[route] -= 1
+            return 502, "text/html", "<html>502 Bad Gateway</html>"
+        return real(route, headers, body)
+
+    shoonya_legacy.handle = handle
+    broker = get_broker()
+    first = broker.place(market("a"))
+    assert first.outcome == PlaceOutcome.SESSION_INVALID and "HTTP 502" in first.message
+    assert broker.place(market("b")).outcome == PlaceOutcome.ACCEPTED  # logs in at once
+    assert len(shoonya_legacy.calls_to("PlaceOrder")) == 1
+
+
+@pytest.mark.parametrize("emsg", ["Server Timeout :  ", "Error Occurred : Request timed out"])
+def test_a_not_ok_that_says_timeout_is_in_doubt_not_rejected(shoonya_legacy, emsg):
+    """A Not_Ok timeout from Noren's web tier says nothing about whether the OMS took the
+    order: failing it could leave a live order we no longer watch."""
+    shoonya_legacy.set_behaviour(Behaviour.REJECT, symbol="SBIN-EQ", emsg=emsg)
+    with pytest.raises(BrokerInDoubt, match="Timeout|timed out"):
+        get_broker().place(market(symbol="SBIN-EQ"))
+    assert len(shoonya_legacy.calls_to("PlaceOrder")) == 1
+
+
+def test_oauth_login_for_another_account_is_refused(settings, fake_noren, db):
+    """The login page can be completed with any account: a token for another user id must
+    not be stored as SHOONYA_USER_ID's session (orders would go to the wrong account)."""
+    from brokers.testing import use_shoonya
+
+    use_shoonya(settings, fake_noren, oauth=True)
+    fake_noren.account.user_id = "OTHER99"  # the account that actually logged in
+    with pytest.raises(sessions.LoginFailed, match="OTHER99"):
+        sessions.gen_acs_tok(sessions.new_client(), fake_noren.issue_auth_code())
+    assert sessions.load() is None
+
+
+def test_a_token_cut_by_the_error_snippet_is_still_masked(shoonya_legacy):
+    from brokers.noren import SNIPPET_CHARS, NoAnswer
+
+    token = "T" * 64
+    padding = "x" * (SNIPPET_CHARS - 40)
+    body = json.dumps({"pad": padding, "susertoken": token})
+    assert len(body) > SNIPPET_CHARS and body.index(token) < SNIPPET_CHARS
+    shoonya_legacy.handle = lambda route, headers, raw: (500, "application/json", body)
+    client = sessions.new_client()
+    with pytest.raises(NoAnswer) as raised:
+        client.post("OrderBook", {"uid": "x"})
+    assert "TTTT" not in str(raised.value)
+
+
+@pytest.mark.parametrize("raw, status", [
+    ("PENDING", BookStatus.OPEN), ("OPEN", BookStatus.OPEN), ("TRIGGER_PENDING", BookStatus.OPEN),
+    ("COMPLETE", BookStatus.COMPLETE), ("REJECTED", BookStatus.REJECTED), ("REJECT", BookStatus.REJECTED),
+    ("CANCELED", BookStatus.CANCELLED), ("CANCELLED", BookStatus.CANCELLED), ("EXPIRED", BookStatus.EXPIRED),
+    ("INVALID_STATUS_TYPE", BookStatus.UNKNOWN), ("", BookStatus.UNKNOWN),
+])
+def test_every_noren_status_is_mapped(raw, status):
+    from brokers.shoonya import book_entry
+
+    entry = book_entry({"norenordno": "1", "status": raw, "remarks": "c"})
+    assert (entry.status, entry.raw_status) == (status, raw)
+
+
+def test_book_and_position_rows_with_strings_and_missing_fields():
+    from brokers.shoonya import book_entry, position
+
+    entry = book_entry({"norenordno": 25010100000001, "status": "COMPLETE", "fillshares": "10",
+                        "avgprc": "2950.05", "remarks": "c"})
+    assert (entry.broker_order_id, entry.filled_qty, entry.avg_price) == ("25010100000001", 10, Decimal("2950.05"))
+    bare = book_entry({"norenordno": "2", "status": "OPEN"})
+    assert (bare.client_order_id, bare.filled_qty, bare.avg_price, bare.reason) == ("", 0, None, "")
+    assert book_entry({"status": "OPEN"}) is None
+    odd = book_entry({"norenordno": "3", "status": "OPEN", "fillshares": "abc", "avgprc": "NaN"})
+    assert (odd.filled_qty, odd.avg_price) == (0, None)
+
+    pos = position({"exch": "NSE", "tsym": "M&M-EQ", "prd": "I", "netqty": "-5", "netavgprc": "2890.10",
+                    "rpnl": "-12.50", "urmtom": "4.00", "lp": "2889.30"})
+    assert (pos.symbol, pos.product, pos.net_qty, pos.net_avg_price) == ("M&M-EQ", "MIS", -5, Decimal("2890.10"))
+    assert (pos.realized_pnl, pos.unrealized_pnl, pos.last_price) == (Decimal("-12.50"), Decimal("4.00"),
+                                                                      Decimal("2889.30"))
+    empty = position({"tsym": "SBIN-EQ"})
+    assert (empty.net_qty, empty.net_avg_price, empty.realized_pnl, empty.last_price) == (0, 0, 0, None)

@@ -211,12 +211,14 @@ def test_credentials_never_reach_the_logs(shoonya_legacy, settings, strategy, al
     send(post_alert, alert_body, run_queue)  # logs in, places
     for symbol in ("SBIN-EQ", "INFY-EQ", "TCS-EQ", "HDFCBANK-EQ"):
         send(post_alert, alert_body, run_queue, symbol=symbol)
+    assert BrokerSession.objects.get().login_failed_at  # HDFCBANK's new session was refused at once ...
+    settings.SHOONYA_LOGIN_RETRY_S = 0  # ... which holds back automatic logins: lift that
     shoonya_legacy.expire_sessions()
-    send(post_alert, alert_body, run_queue, symbol="RELIANCE-EQ", qty=2)  # re-login
+    relogged = send(post_alert, alert_body, run_queue, symbol="M&M-EQ", qty=2)
+    assert relogged.broker_order_id, relogged.tag  # a re-login, then the order
     OrderWatcher().poll_once()
     settings.SHOONYA_PASSWORD = "a-wrong-password-for-the-log-test"
     shoonya_legacy.expire_sessions()
-    settings.SHOONYA_LOGIN_RETRY_S = 0
     OrderWatcher().poll_once()  # a failed login
     # ... and the OAuth exchange
     for name, value in shoonya_legacy.settings(oauth=True).items():
@@ -238,8 +240,6 @@ def test_credentials_never_reach_the_logs(shoonya_legacy, settings, strategy, al
     assert not leaked, f"secrets in the logs: {len(leaked)}"  # ... and no secret with it
 
 
-# Needs the watcher to ask SingleOrdHist about orders missing from the book (the diff handed
-# to the owner of orders/watcher.py). Strict: once applied, this XPASSes and fails: drop the mark.
 def test_an_order_missing_from_the_book_is_read_from_its_history(shoonya_legacy, strategy, alert_body, post_alert,
                                                                  run_queue):
     shoonya_legacy.set_behaviour(Behaviour.REJECT_LATER, symbol="SBIN-EQ", reason="RED:Scrip is banned")
@@ -250,3 +250,26 @@ def test_an_order_missing_from_the_book_is_read_from_its_history(shoonya_legacy,
     assert (order.status, order.tag) == ("FAILED", "BROKER_REJECTED:RED:Scrip is banned")
     [lookup] = shoonya_legacy.calls_to("SingleOrdHist")
     assert lookup.jdata["norenordno"] == order.broker_order_id
+
+
+def test_a_not_ok_timeout_at_placement_is_in_doubt_and_found_in_the_book(shoonya_legacy, strategy, alert_body,
+                                                                          post_alert, run_queue):
+    """Noren's web tier gave up waiting for its OMS, which took the order anyway: failing it
+    as BROKER_REJECTED would leave a live order nobody watches."""
+    real = shoonya_legacy.handle
+
+    def handle(route, headers, body):
+        status, content_type, reply = real(route, headers, body)
+        if route == "PlaceOrder":
+            return 200, "application/json", '{"stat": "Not_Ok", "emsg": "Server Timeout :  "}'
+        return status, content_type, reply
+
+    shoonya_legacy.handle = handle
+    order = send(post_alert, alert_body, run_queue, symbol="TCS-EQ")
+    assert (order.status, order.broker_order_id) == ("SENT_TO_BROKER", None)
+    assert trail(order)[-1][3] == "BROKER_IN_DOUBT:PlaceOrder: Server Timeout :  "
+    claimed_long_ago(order)
+    OrderWatcher().poll_once()
+    order.refresh_from_db()
+    assert order.status == "EXECUTED" and order.broker_order_id == shoonya_legacy.order_for(order.command_id).norenordno
+    assert len(shoonya_legacy.calls_to("PlaceOrder")) == 1
