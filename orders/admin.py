@@ -20,7 +20,7 @@ class TagFamilyFilter(admin.SimpleListFilter):
     title = "tag"
     parameter_name = "tag_family"
     FAMILIES = ["RISK_BLOCKED", "GUARD_BLOCKED", "BROKER_REJECTED", "BROKER_CANCELLED", "BROKER_EXPIRED",
-                "BROKER_IN_DOUBT", "BROKER_UNKNOWN", "BROKER_RECOVERED"]
+                "BROKER_SESSION", "BROKER_IN_DOUBT", "BROKER_UNKNOWN", "BROKER_RECOVERED"]
 
     def lookups(self, request, model_admin):
         return [(f, f) for f in self.FAMILIES] + [("none", "no tag")]

@@ -61,6 +61,13 @@ def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes
         raise ValueError(f"lifecycle cannot change {sorted(unknown)}")
     if "tag" in changes:
         changes["tag"] = _truncate(changes["tag"] or "")
+    if changes.get("filled_qty") is not None and changes["filled_qty"] < order.filled_qty:
+        # The broker never takes a fill back: a lower figure is a lagging report. Storing it
+        # would count the difference into the position again when the true figure returns.
+        log.warning("order %s: ignoring a report of %s filled, %s already recorded", order.command_id,
+                    changes["filled_qty"], order.filled_qty)
+        changes.pop("filled_qty")
+        changes.pop("avg_price", None)
     if order.broker_order_id is not None and changes.get("broker_order_id", order.broker_order_id) != order.broker_order_id:
         # A broker id, once known, is the order's identity at the broker: it never changes.
         log.warning("order %s: refusing to replace broker id %s by %s", order.command_id,

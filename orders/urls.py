@@ -8,5 +8,6 @@ urlpatterns = [
     # following it would lose the POST body (and the alert) on the way.
     path("webhook", views.WebhookView.as_view()),
     path("orders/", views.OrderListView.as_view(), name="order-list"),
-    path("orders/<str:command_id>/", views.OrderDetailView.as_view(), name="order-detail"),
+    # Command ids are hex: anything else (a NUL, which PostgreSQL refuses in a query) is a 404.
+    path("orders/<slug:command_id>/", views.OrderDetailView.as_view(), name="order-detail"),
 ]

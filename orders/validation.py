@@ -241,7 +241,10 @@ def redacted(data):
     return data
 
 
-_SECRET_IN_TEXT = re.compile(r'("secret"\s*:\s*)("(?:[^"\\]|\\.)*"|[^,}\s]*)', re.IGNORECASE)
+# The key double-quoted (JSON), single-quoted (a pasted Python dict) or bare (a JavaScript
+# object literal); the value quoted either way, or up to the next separator.
+_SECRET_IN_TEXT = re.compile(r"""((["']?)secret\2\s*[:=]\s*)("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^,}&\s]*)""",
+                             re.IGNORECASE)
 
 
 def redact_text(text: str, cap: int = 4096) -> str:

@@ -11,6 +11,7 @@ import secrets
 import socket
 import time
 from datetime import timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -74,6 +75,20 @@ def checkpoint_sqlite_wal() -> None:
 
 def _fill_suffix(entry: BookEntry, order: Order) -> str:
     return f"filled {entry.filled_qty}/{order.qty}"
+
+
+_AVG_QUANTUM = Decimal(1).scaleb(-Order._meta.get_field("avg_price").decimal_places)
+
+
+def _fill_progress(entry: BookEntry, order: Order) -> bool:
+    """More fills than we have, or another average for the same fills. A lower figure is a
+    lagging report (lifecycle ignores it), and the average is compared at the precision we
+    store: a broker's longer average must not look like progress on every pass."""
+    if entry.filled_qty != order.filled_qty:
+        return entry.filled_qty > order.filled_qty
+    if entry.avg_price is None:  # no average reported: nothing to learn (and none to erase)
+        return False
+    return entry.avg_price.quantize(_AVG_QUANTUM) != order.avg_price
 
 
 class OrderWatcher:
@@ -201,8 +216,7 @@ class OrderWatcher:
             self._move(order, Status.FAILED, tag=f"BROKER_CANCELLED:{reason} {_fill_suffix(entry, order)}", **fills)
         elif entry.status == BookStatus.EXPIRED:
             self._move(order, Status.FAILED, tag=f"BROKER_EXPIRED:{reason} {_fill_suffix(entry, order)}", **fills)
-        elif entry.status == BookStatus.OPEN and (entry.filled_qty, entry.avg_price) != (
-                order.filled_qty, order.avg_price):
+        elif entry.status == BookStatus.OPEN and _fill_progress(entry, order):
             self._annotate(order, EventKind.FILL, detail=_fill_suffix(entry, order), **fills)
         elif entry.status == BookStatus.UNKNOWN:
             log.warning("order %s: broker status %r not understood", order.command_id, entry.raw_status)
@@ -217,15 +231,29 @@ class OrderWatcher:
             return
         for order in candidates:
             entry = by_client.get(order.command_id)
-            if entry is None or entry.status not in (BookStatus.OPEN, BookStatus.COMPLETE):
+            # A FAILED order without fills that the broker also ended is right as it is; one the
+            # broker filled in part before cancelling it holds a position we must count.
+            if entry is None or (entry.status not in (BookStatus.OPEN, BookStatus.COMPLETE) and not entry.filled_qty):
                 continue
-            to = Status.EXECUTED if entry.status == BookStatus.COMPLETE else Status.SENT_TO_BROKER
+            tag = f"BROKER_RECOVERED:{entry.raw_status} at the broker after BROKER_UNKNOWN"
             log.error("order %s was failed as unknown but the broker has it (%s %s): reopening",
                       order.command_id, entry.broker_order_id, entry.raw_status)
-            self._guarded(order, self._move, order, to, broker_order_id=entry.broker_order_id,
-                          filled_qty=entry.filled_qty or (order.qty if to == Status.EXECUTED else 0),
-                          avg_price=entry.avg_price,
-                          tag=f"BROKER_RECOVERED:{entry.raw_status} at the broker after BROKER_UNKNOWN")
+            if entry.status in (BookStatus.OPEN, BookStatus.COMPLETE):
+                to = Status.EXECUTED if entry.status == BookStatus.COMPLETE else Status.SENT_TO_BROKER
+                self._guarded(order, self._move, order, to, broker_order_id=entry.broker_order_id,
+                              filled_qty=entry.filled_qty or (order.qty if to == Status.EXECUTED else 0),
+                              avg_price=entry.avg_price, tag=tag)
+            else:
+                self._guarded(order, self._reopen_and_apply, order, entry, tag)
+
+    def _reopen_and_apply(self, order: Order, entry: BookEntry, tag: str) -> bool:
+        """Reopen with the broker id, then take the broker's end, fills and reason as for any
+        live order: both steps or neither."""
+        with transaction.atomic():
+            if not self._move(order, Status.SENT_TO_BROKER, broker_order_id=entry.broker_order_id, tag=tag):
+                return False
+            self._apply(order, entry)
+        return True
 
     def _snapshot_positions(self) -> None:
         """The broker's account-wide positions and last prices, for the blotter and risk limits.

@@ -51,8 +51,9 @@ class KillSwitchChange(models.Model):
 
 
 class GuardLock(models.Model):
-    """A row per instrument, locked (SELECT … FOR UPDATE) by every intake that checks orders
-    on it, so two alerts for one instrument are checked one after the other."""
+    """A row per instrument, locked by every intake that checks orders on it (on PostgreSQL,
+    created and locked in one INSERT … ON CONFLICT, see risk.guard.lock_instruments), so two
+    alerts for one instrument are checked one after the other."""
 
     exchange = models.CharField(max_length=8)
     symbol = models.CharField(max_length=64)

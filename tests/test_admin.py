@@ -55,6 +55,17 @@ def test_changelist_filters_and_search(admin_client, orders, query, expected):
     assert listed(admin_client.get(ORDERS, query)) == {orders[k].command_id for k in expected}
 
 
+def test_every_failure_tag_the_pipeline_writes_has_its_tag_filter(admin_client, orders):
+    session = register(symbol="TCS-EQ")
+    lifecycle.move(session, Status.SENT_TO_BROKER, actor="worker")
+    lifecycle.move(session, Status.FAILED, actor="worker", tag="BROKER_SESSION:Shoonya session expired",
+                   kind=EventKind.BROKER_REJECTED)
+    response = admin_client.get(ORDERS)
+    [tag_filter] = [f for f in response.context["cl"].filter_specs if getattr(f, "parameter_name", "") == "tag_family"]
+    assert "BROKER_SESSION" in dict(tag_filter.lookup_choices)
+    assert listed(admin_client.get(ORDERS, {"tag_family": "BROKER_SESSION"})) == {session.command_id}
+
+
 def test_search_by_command_id(admin_client, orders):
     assert listed(admin_client.get(ORDERS, {"q": orders["rejected"].command_id})) == {orders["rejected"].command_id}
 

@@ -141,3 +141,9 @@ def test_detail_of_a_failed_order_carries_its_tag(api):
 def test_unknown_command_id_is_404(api):
     register()
     assert api.get("/api/orders/no-such-order/").status_code == 404
+
+
+@pytest.mark.parametrize("path", ["%00", "a%00b", "%C3%A9t%C3%A9", "x%20y"])
+def test_a_command_id_that_cannot_exist_is_404_not_500(api, path):
+    register()
+    assert api.get(f"/api/orders/{path}/").status_code == 404

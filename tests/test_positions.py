@@ -133,6 +133,21 @@ def test_a_repeated_report_of_the_same_fill_counts_once():
     assert book()[0] == 4
 
 
+def test_a_lowered_fill_report_is_ignored_and_cannot_count_twice():
+    """A lagging book (or an older history row) that reports fewer fills than we stored must
+    not lower the order's filled_qty: the next report of the real figure would add the
+    difference to the position a second time."""
+    order = sent(qty=10)
+    lifecycle.annotate(order, kind=EventKind.FILL, actor="watcher", filled_qty=5, avg_price=D("100"))
+    lifecycle.annotate(order, kind=EventKind.FILL, actor="watcher", filled_qty=3, avg_price=D("100"))
+    lifecycle.annotate(order, kind=EventKind.FILL, actor="watcher", filled_qty=5, avg_price=D("100"))
+    order.refresh_from_db()
+    assert (order.filled_qty, book()[0]) == (5, 5)
+    lifecycle.move(order, Status.FAILED, actor="watcher", tag="BROKER_CANCELLED:x filled 2/10", filled_qty=2)
+    order.refresh_from_db()
+    assert (order.status, order.filled_qty, order.avg_price, book()[0]) == (Status.FAILED, 5, D("100"), 5)
+
+
 def test_position_and_fill_commit_together(monkeypatch):
     """apply_fill runs in the fill's transaction: if the audit row cannot be written the fill,
     the status and the position all roll back."""

@@ -14,7 +14,7 @@ from brokers import paper
 from brokers.base import BookEntry, Broker, BrokerUnavailable, normalize_status
 from brokers.models import Behaviour, PaperInstrument, PaperOrder
 from orders import lifecycle
-from orders.models import EventKind, Order, Status
+from orders.models import EventKind, Order, Position, Status
 from orders.queue import SUBMIT_TASK
 from orders.submission import submit_order
 from orders.watcher import OrderWatcher
@@ -136,6 +136,24 @@ def test_book_statuses(raw, filled, status, tag):
         assert (order.filled_qty, order.avg_price) == (filled, Decimal("101.5"))
 
 
+def test_a_partial_fill_is_one_event_however_precise_the_brokers_average():
+    """The stored average has 4 decimal places; a broker average with more (CDS, or many fills)
+    must not look like fill progress on every pass."""
+    order = sent(qty=10)
+    poll(order, OrderWatcher(broker=FakeBroker([entry(order, "OPEN", 3, Decimal("100.123456"))])), times=4)
+    assert [e.kind for e in order.events.all()].count(EventKind.FILL) == 1
+    assert (order.filled_qty, order.avg_price) == (3, Decimal("100.1235"))
+
+
+@pytest.mark.parametrize("filled, avg", [(3, Decimal("100")), (5, None)])
+def test_a_lagging_report_of_fewer_fills_or_no_average_changes_nothing(filled, avg):
+    order = sent(qty=10)
+    lifecycle.annotate(order, kind=EventKind.FILL, actor="watcher", filled_qty=5, avg_price=Decimal("100"))
+    before = order.events.count()
+    poll(order, OrderWatcher(broker=FakeBroker([entry(order, "OPEN", filled, avg)])), times=3)
+    assert (order.filled_qty, order.avg_price, order.events.count()) == (5, Decimal("100"), before)
+
+
 def test_in_doubt_order_is_adopted_from_the_book_after_the_read_timeout(settings):
     settings.BROKER_READ_TIMEOUT_S = 10
     order = placed(behaviour=Behaviour.TIMEOUT_ON_PLACE)
@@ -209,6 +227,32 @@ def test_unknown_order_that_shows_up_at_the_broker_is_recovered(paper_status, fi
     recovered = order.events.last()
     assert (recovered.kind, recovered.actor, recovered.from_status) == (EventKind.RECOVERED, "watcher", Status.FAILED)
     assert poll(order).events.count() == order.events.count()  # nothing more to do
+
+
+@pytest.mark.parametrize("raw, tag", [
+    ("CANCELED", "BROKER_CANCELLED:ioc cut filled 4/10"),
+    ("EXPIRED", "BROKER_EXPIRED:ioc cut filled 4/10"),
+])
+def test_unknown_order_that_the_broker_filled_in_part_then_ended_keeps_its_fill(raw, tag):
+    """An order failed as BROKER_UNKNOWN that shows up already cancelled (or expired) after a
+    partial fill: the fill is ours, and the position must hold it."""
+    order = sent(broker_id=False, qty=10)
+    lifecycle.move(order, Status.FAILED, actor="watcher", tag="BROKER_UNKNOWN:gone")
+    poll(order, OrderWatcher(FakeBroker([entry(order, raw, 4, Decimal("100"), "ioc cut")])))
+    assert (order.status, order.tag, order.broker_order_id) == (Status.FAILED, tag, f"B-{order.command_id}")
+    assert (order.filled_qty, order.avg_price) == (4, Decimal("100"))
+    assert Position.objects.get(strategy=order.strategy, symbol=order.symbol).net_qty == 4
+    kinds = [e.kind for e in order.events.all()]
+    assert kinds[-2:] == [EventKind.RECOVERED, EventKind.FAILED]
+    assert poll(order).events.count() == len(kinds)  # nothing more to do
+
+
+def test_unknown_order_that_the_broker_rejected_stays_failed_untouched():
+    order = sent(broker_id=False, qty=10)
+    lifecycle.move(order, Status.FAILED, actor="watcher", tag="BROKER_UNKNOWN:gone")
+    before = order.events.count()
+    poll(order, OrderWatcher(FakeBroker([entry(order, "REJECTED", 0, None, "margin")])))
+    assert (order.status, order.tag, order.events.count()) == (Status.FAILED, "BROKER_UNKNOWN:gone", before)
 
 
 def test_a_recovery_that_breaks_is_a_conflict_not_an_exception():

@@ -399,6 +399,8 @@ def test_unknown_strategy_and_wrong_secret_get_the_same_answer(strategy, alert_b
         json.dumps({**VALID, "Secret": TEST_SECRET, "secret": None}),  # the key in the wrong case
         json.dumps(VALID)[:-3] + ",,",  # unparseable text
         json.dumps(VALID)[: json.dumps(VALID).index(TEST_SECRET) + 20],  # cut mid-secret
+        str(VALID),  # a Python dict pasted as the body: single quotes, not JSON
+        json.dumps(VALID).replace('"secret"', "secret"),  # a JavaScript object literal
     ],
 )
 def test_rejected_bodies_never_store_the_secret(strategy, post_alert, raw):
