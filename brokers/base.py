@@ -126,8 +126,9 @@ class Broker:
 
     def order_status(self, broker_order_id: str) -> BookEntry | None:
         """One order's latest state, for an order whose broker id is known but which is
-        missing from the book. None: this broker cannot tell (or does not know the id).
-        Raises BrokerUnavailable when the broker gave no usable answer."""
+        missing from the book. None: the broker does not know the id (after the order's
+        trading day the watcher then fails it as BROKER_UNKNOWN). Raises BrokerUnavailable
+        when the broker gave no usable answer or cannot tell."""
         return None
 
     def positions(self) -> list[Position]:

@@ -92,22 +92,23 @@ class PaperBroker(Broker):
     def _todays_orders(self):
         return PaperOrder.objects.filter(placed_at__gte=timezone.now() - timedelta(days=1)).order_by("id")
 
+    @staticmethod
+    def _entry(order: PaperOrder) -> BookEntry:
+        return BookEntry(broker_order_id=order.broker_order_id, client_order_id=order.client_order_id,
+                         status=normalize_status(order.status), raw_status=order.status,
+                         filled_qty=order.filled_qty, avg_price=order.avg_price, reason=order.reason)
+
     def order_book(self) -> list[BookEntry]:
         # Each step is its own compare-and-set: no transaction (which on SQLite would take the
         # write lock on every read of the book, even when nothing is due).
         self._advance()
-        return [
-            BookEntry(
-                broker_order_id=o.broker_order_id,
-                client_order_id=o.client_order_id,
-                status=normalize_status(o.status),
-                raw_status=o.status,
-                filled_qty=o.filled_qty,
-                avg_price=o.avg_price,
-                reason=o.reason,
-            )
-            for o in self._todays_orders()
-        ]
+        return [self._entry(o) for o in self._todays_orders()]
+
+    def order_status(self, broker_order_id: str) -> BookEntry | None:
+        """Any day's order, like Noren's SingleOrdHist: the book only lists today's."""
+        self._advance()
+        order = PaperOrder.objects.filter(broker_order_id=broker_order_id).first()
+        return self._entry(order) if order else None
 
     def positions(self) -> list[Position]:
         """Net quantity, average price and P&L per instrument from the fills (average cost)."""

@@ -174,7 +174,9 @@ ORDERDESK_BROKER = env_str("ORDERDESK_BROKER", "paper")
 ORDER_MAX_AGE_S = env_float("ORDER_MAX_AGE_S", 60)  # older at claim time -> STALE_ORDER
 WATCHER_INTERVAL_S = env_float("WATCHER_INTERVAL_S", 1)
 WATCHER_SLICE_S = env_float("WATCHER_SLICE_S", 20)
-WATCHER_LEASE_TTL_S = env_float("WATCHER_LEASE_TTL_S", 10)
+# Longer than a slow pass (order book and positions at full broker timeouts), so a live
+# watcher keeps its lease; a crashed one is replaced after this long.
+WATCHER_LEASE_TTL_S = env_float("WATCHER_LEASE_TTL_S", 30)
 IN_DOUBT_GRACE_S = env_float("IN_DOUBT_GRACE_S", 60)
 IN_DOUBT_MIN_READS = env_int("IN_DOUBT_MIN_READS", 3)
 REQUEUE_CREATED_AFTER_S = env_float("REQUEUE_CREATED_AFTER_S", 10)

@@ -11,6 +11,8 @@ from decimal import Decimal
 
 from django.utils import timezone
 
+from brokers.base import add_fill
+
 from .models import Order, Position, Side
 
 log = logging.getLogger("orderdesk.positions")
@@ -27,27 +29,14 @@ class Book:
 
     def add(self, signed_qty: int, price: Decimal) -> "Book":
         """This book after a fill of `signed_qty` (> 0 bought, < 0 sold) at `price` (average cost)."""
-        net, avg, realized = self.net_qty, self.avg_price, self.realized_pnl
-        if net == 0 or (net > 0) == (signed_qty > 0):  # opening or adding
-            avg = (avg * abs(net) + price * abs(signed_qty)) / (abs(net) + abs(signed_qty))
-        else:  # reducing, closing or flipping
-            closed = min(abs(net), abs(signed_qty))
-            realized += (price - avg) * closed * (1 if net > 0 else -1)
-            if abs(signed_qty) > abs(net):
-                avg = price
-            elif abs(signed_qty) == abs(net):
-                avg = Decimal(0)
-        return Book(net + signed_qty, avg.quantize(AVG_QUANTUM), realized.quantize(PNL_QUANTUM))
+        net, avg, realized = add_fill(self.net_qty, self.avg_price, self.realized_pnl, signed_qty, price)
+        return Book(net, (avg if net else Decimal(0)).quantize(AVG_QUANTUM), realized.quantize(PNL_QUANTUM))
 
 
 def fill_increment(order: Order, filled_qty: int, avg_price: Decimal | None) -> tuple[int, Decimal] | None:
     """The newly filled quantity and its price, from the cumulative figures before and after."""
     delta = filled_qty - order.filled_qty
-    if delta == 0:
-        return None
-    if delta < 0:
-        log.warning("order %s: broker lowered filled qty %s -> %s; position left as is",
-                    order.command_id, order.filled_qty, filled_qty)
+    if delta <= 0:  # lifecycle never lowers a filled qty (a lower report is a lagging one)
         return None
     # Without a reported average (rare), the order's own limit price is the best estimate.
     after_avg = avg_price if avg_price is not None else order.price or Decimal(0)

@@ -24,6 +24,7 @@ from brokers.registry import get_broker
 from . import lifecycle
 from .models import BrokerPosition, EventKind, Order, OrderEvent, Status, WatcherLease
 from .queue import enqueue_submissions
+from .tradingday import trading_day_start
 
 log = logging.getLogger("orderdesk.watcher")
 
@@ -165,7 +166,15 @@ class OrderWatcher:
 
     def _reconcile(self, order: Order, by_id: dict, by_client: dict, now) -> None:
         if order.broker_order_id:
-            entry = by_id.get(order.broker_order_id) or self._order_status(order)
+            entry = by_id.get(order.broker_order_id)
+            if entry is None:
+                entry, answered = self._order_status(order)
+                if entry is None and answered and order.sent_at and order.sent_at < trading_day_start(now):
+                    # Brokers keep a day's orders; one that neither the book nor its history
+                    # knows after its day is over will never report again: stop waiting.
+                    self._move(order, Status.FAILED,
+                               tag="BROKER_UNKNOWN:not in the broker's order book or history after its trading day")
+                    return
             if entry is not None:
                 self._apply(order, entry)
             return
@@ -189,21 +198,21 @@ class OrderWatcher:
         self._move(order, Status.FAILED,
                    tag=f"BROKER_UNKNOWN:not in the order book after {waited:.0f}s and {misses} reads")
 
-    def _order_status(self, order: Order) -> BookEntry | None:
-        """The broker's own record of an order that has a broker id but is missing from the
-        book. None when the broker cannot tell, or the per-pass budget is spent."""
+    def _order_status(self, order: Order) -> tuple[BookEntry | None, bool]:
+        """(the broker's own record of an order that has a broker id but is missing from the
+        book, whether the broker answered). Not asked once the per-pass budget is spent."""
         if self.history_lookups >= MAX_HISTORY_LOOKUPS_PER_PASS:
-            return None
+            return None, False
         self.history_lookups += 1
         try:
             entry = self.broker.order_status(order.broker_order_id)
         except Exception as exc:  # noqa: BLE001 - an unusable read changes nothing
             log.warning("order %s: status of %s unavailable: %s: %s", order.command_id, order.broker_order_id,
                         type(exc).__name__, exc)
-            return None
+            return None, False
         if entry is not None and entry.broker_order_id != order.broker_order_id:
-            return None
-        return entry
+            return None, True
+        return entry, True
 
     def _apply(self, order: Order, entry: BookEntry) -> None:
         fills = {"filled_qty": entry.filled_qty, "avg_price": entry.avg_price}

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from django.db import connection
 from django.db.models import CharField, IntegerField, Value
 
-from orders.models import LIVE_STATUSES, Alert, ExecutionType, Order, Position, Side, Strategy
+from orders.models import LIVE_STATUSES, Alert, ExecutionType, Order, Position, Product, Side, Strategy
+from orders.tradingday import trading_day_start
 
 from .blockers import Verdict
 from .models import GuardLock
@@ -65,7 +66,10 @@ def _exposures(exchange: str, symbols: list[str], alert: Alert) -> tuple[list[Ex
             .annotate(row_kind=Value("order", output_field=CharField()))
             .values_list("row_kind", "strategy_id", "strategy__name", "symbol", "side", "execution_type", "product",
                          "qty", "filled_qty"))
+    # An intraday (MIS) position lives for its trading day: the broker squares it off at the
+    # close with orders that are not ours, so yesterday's row would block today's entries.
     held = (Position.objects.filter(exchange=exchange, symbol__in=symbols).exclude(net_qty=0)
+            .exclude(product=Product.MIS, updated_at__lt=trading_day_start())
             .annotate(row_kind=Value("position", output_field=CharField()),
                       no_side=Value("", output_field=CharField()), no_type=Value("", output_field=CharField()),
                       no_fill=Value(0, output_field=IntegerField()))

@@ -1,8 +1,10 @@
-"""Management commands: create_strategy and DRF's drf_create_token."""
+"""Management commands: create_strategy, up and DRF's drf_create_token."""
 
+import re
 from io import StringIO
 
 import pytest
+from django.contrib.auth import authenticate
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
@@ -63,3 +65,28 @@ def test_drf_create_token_gives_a_working_api_token(client):
     token = Token.objects.get(user__username="trader")
     assert token.key in output
     assert client.get("/api/orders/", headers={"authorization": f"Token {token.key}"}).status_code == 200
+
+
+def up(*args) -> str:
+    return run("up", "--no-serve", *args)
+
+
+def printed(output: str, label: str) -> str | None:
+    match = re.search(rf"{label} (\S+)\n", output)
+    return match.group(1) if match and "unchanged" not in match.group(0) else None
+
+
+def test_up_issues_demo_credentials_once_and_keeps_them_until_rotated():
+    first = up()
+    secret, password = printed(first, "secret"), printed(first, "password")
+    assert Strategy.authenticate("demo", secret) and authenticate(username="admin", password=password)
+
+    again = up()  # a restart must not break the user's configured alerts
+    assert printed(again, "secret") is None and "unchanged" in again
+    assert Strategy.authenticate("demo", secret) and authenticate(username="admin", password=password)
+
+    rotated = up("--rotate")
+    new_secret = printed(rotated, "secret")
+    assert new_secret and new_secret != secret
+    assert Strategy.authenticate("demo", secret) is None and Strategy.authenticate("demo", new_secret)
+    assert not authenticate(username="admin", password=password)

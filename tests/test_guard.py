@@ -4,11 +4,13 @@ every code with its exact tag, its audit row, and what was (not) queued or sent.
 The helpers here (Desk, leg, queued, assert_blocked) are shared by test_killswitch.py and
 test_positions.py."""
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
@@ -536,3 +538,25 @@ def test_guard_reads_are_a_bounded_number_of_queries(desk, strategy, monkeypatch
     # in a savepoint)
     assert intake[2, 5][0] - intake[2, 1][0] == 4, intake
     assert intake[2, 5][1] - intake[2, 1][1] == 4 * 4, intake
+
+
+# --- the trading day ----------------------------------------------------------------------
+
+def yesterday(strategy_name="demo", symbol="RELIANCE-EQ", product="MIS"):
+    """Make the position's last fill a day old (Asia/Kolkata)."""
+    Position.objects.filter(strategy__name=strategy_name, symbol=symbol, product=product).update(
+        updated_at=timezone.now() - timedelta(days=1, hours=1))
+
+
+def test_an_intraday_position_from_a_past_trading_day_no_longer_counts(desk):
+    """The broker squared yesterday's MIS position off with orders that are not ours."""
+    desk.hold(qty=10)
+    yesterday()
+    assert_passed(desk.entry())
+    assert_blocked(desk.exit(symbol="RELIANCE-EQ", product="MIS"), "GUARD_BLOCKED:NO_POSITION")
+
+
+def test_a_delivery_position_from_a_past_trading_day_still_counts(desk):
+    desk.hold(qty=10, product="CNC")
+    yesterday(product="CNC")
+    assert_blocked(desk.entry(product="CNC"), "GUARD_BLOCKED:DUPLICATE_POSITION")

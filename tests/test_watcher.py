@@ -352,3 +352,44 @@ def test_the_order_book_is_read_once_per_pass():
     assert [poll(o, OrderWatcher(FakeBroker())).status for o in (with_id, in_doubt, unknown)] == [
         Status.EXECUTED, Status.SENT_TO_BROKER, Status.SENT_TO_BROKER]
     assert in_doubt.broker_order_id and unknown.broker_order_id
+
+
+# --- orders from a past trading day -------------------------------------------------------
+
+class HistoryBroker(FakeBroker):
+    """An empty book, and a single-order history that answers `history` (or raises it)."""
+
+    def __init__(self, history=None):
+        super().__init__()
+        self.history = history
+
+    def order_status(self, broker_order_id):
+        if isinstance(self.history, Exception):
+            raise self.history
+        return self.history
+
+
+def test_an_order_from_a_past_day_that_the_broker_no_longer_knows_is_failed_as_unknown():
+    order = sent()
+    backdate(order, 2 * 24 * 3600)
+    poll(order, OrderWatcher(HistoryBroker()))
+    assert (order.status, order.tag) == (
+        Status.FAILED, "BROKER_UNKNOWN:not in the broker's order book or history after its trading day")
+
+
+@pytest.mark.parametrize("history", [None, BrokerUnavailable("down")], ids=["today", "history unavailable"])
+def test_an_order_missing_from_the_book_is_kept_while_its_day_lasts_or_the_broker_cannot_tell(history):
+    order = sent()
+    if history is not None:
+        backdate(order, 2 * 24 * 3600)
+    poll(order, OrderWatcher(HistoryBroker(history)), times=3)
+    assert order.status == Status.SENT_TO_BROKER
+
+
+def test_a_paper_order_that_left_the_days_book_is_read_from_its_history(settings):
+    settings.PAPER_FILL_DELAY_S = 3600
+    order = placed()
+    PaperOrder.objects.filter(client_order_id=order.command_id).update(
+        placed_at=timezone.now() - timedelta(days=2), due_at=timezone.now())
+    poll(order)
+    assert (order.status, order.filled_qty) == (Status.EXECUTED, order.qty)

@@ -26,37 +26,47 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--addr", default="127.0.0.1:8000")
+        parser.add_argument("--rotate", action="store_true",
+                            help="issue a new demo webhook secret and admin password (printed once)")
         parser.add_argument("--no-serve", action="store_true", help="prepare and print credentials only")
 
-    def handle(self, addr, no_serve=False, **options):
+    def handle(self, addr, rotate=False, no_serve=False, **options):
         call_command("migrate", interactive=False, verbosity=0)
-        secret, password = self._demo_credentials()
+        secret, password = self._demo_credentials(rotate)
         base = f"http://{addr}"
-        self.stdout.write(self.style.SUCCESS("orderdesk is ready (credentials are rotated on every `up`):"))
-        self.stdout.write(f"  admin blotter  {base}/admin/   user {ADMIN_USER}  password {password}")
-        self.stdout.write(f"  webhook        {base}/api/webhook/   strategy {DEMO_STRATEGY}  secret {secret}")
-        self.stdout.write(f"  export ORDERDESK_SECRET={secret}")
-        self.stdout.write("  send an alert:")
+        self.stdout.write(self.style.SUCCESS("orderdesk is ready."))
+        # Only digests are stored, so a secret or password can be shown only when it is issued;
+        # keeping them across restarts keeps the user's TradingView alerts working.
+        kept = "unchanged since it was printed (`manage.py up --rotate` issues a new one)"
+        self.stdout.write(f"  admin blotter  {base}/admin/   user {ADMIN_USER}  password {password or kept}")
+        self.stdout.write(f"  webhook        {base}/api/webhook/   strategy {DEMO_STRATEGY}  secret {secret or kept}")
+        if secret:
+            self.stdout.write(f"  export ORDERDESK_SECRET={secret}")
+        self.stdout.write("  send an alert (with ORDERDESK_SECRET exported):")
         self.stdout.write(
             f"""  curl -s -X POST {base}/api/webhook/ -H 'Content-Type: text/plain' -d '{{"strategy": "demo", """
-            f""""secret": "{secret}", "execution_type": "ENTRY", "exchange": "NSE", "legs": [{{"symbol": """
+            """"secret": "'"$ORDERDESK_SECRET"'", "execution_type": "ENTRY", "exchange": "NSE", "legs": [{"symbol": """
             """"RELIANCE-EQ", "side": "BUY", "qty": 10, "order_type": "MARKET", "product": "MIS"}]}'"""
         )
         if no_serve:
             return
         self._serve(addr)
 
-    def _demo_credentials(self) -> tuple[str, str]:
-        strategy = Strategy.objects.filter(name=DEMO_STRATEGY).first() or Strategy(name=DEMO_STRATEGY)
-        secret = strategy.set_secret()
-        strategy.save()
+    def _demo_credentials(self, rotate: bool) -> tuple[str | None, str | None]:
+        """The demo strategy's secret and the admin password when issued now, else None."""
+        secret = password = None
+        strategy = Strategy.objects.filter(name=DEMO_STRATEGY).first()
+        if strategy is None or rotate:
+            strategy = strategy or Strategy(name=DEMO_STRATEGY)
+            secret = strategy.set_secret()
+            strategy.save()
         user_model = get_user_model()
         user = user_model.objects.filter(username=ADMIN_USER).first()
-        if user is None:
-            user = user_model(username=ADMIN_USER, is_staff=True, is_superuser=True)
-        password = secrets.token_urlsafe(12)
-        user.set_password(password)
-        user.save()
+        if user is None or rotate:
+            user = user or user_model(username=ADMIN_USER, is_staff=True, is_superuser=True)
+            password = secrets.token_urlsafe(12)
+            user.set_password(password)
+            user.save()
         return secret, password
 
     def _serve(self, addr: str) -> None:
