@@ -9,13 +9,14 @@ A FAILED order is no longer live, so a terminal transition releases the guard by
 from dataclasses import dataclass
 
 from django.db import connection
-from django.db.models import CharField, IntegerField, Value
 
 from orders.models import LIVE_STATUSES, Alert, ExecutionType, Order, Position, Product, Side, Strategy
 from orders.tradingday import trading_day_start
 
 from .blockers import Verdict
 from .models import GuardLock
+
+ORDERS, POSITIONS, STRATEGIES = (connection.ops.quote_name(model._meta.db_table) for model in (Order, Position, Strategy))
 
 
 @dataclass(frozen=True)
@@ -61,22 +62,25 @@ def _exposures(exchange: str, symbols: list[str], alert: Alert) -> tuple[list[Ex
     committed when it started, and a fill committing between two reads (its order update and
     its position update are one transaction) would show a live exit's remainder together with
     the position that fill already reduced, and block a fitting exit."""
-    live = (Order.objects.filter(exchange=exchange, symbol__in=symbols, status__in=LIVE_STATUSES)
-            .exclude(alert=alert)
-            .annotate(row_kind=Value("order", output_field=CharField()))
-            .values_list("row_kind", "strategy_id", "strategy__name", "symbol", "side", "execution_type", "product",
-                         "qty", "filled_qty"))
+    # Hand-written: the ORM spent ~0.8 ms of every intake compiling this compound statement.
+    marks = ", ".join(["%s"] * len(symbols))
+    sql = f"""
+        SELECT 'order', o.strategy_id, s.name, o.symbol, o.side, o.execution_type, o.product, o.qty, o.filled_qty
+          FROM {ORDERS} o JOIN {STRATEGIES} s ON s.id = o.strategy_id
+         WHERE o.exchange = %s AND o.symbol IN ({marks}) AND o.status IN (%s, %s) AND o.alert_id <> %s
+        UNION ALL
+        SELECT 'position', p.strategy_id, s.name, p.symbol, '', '', p.product, p.net_qty, 0
+          FROM {POSITIONS} p JOIN {STRATEGIES} s ON s.id = p.strategy_id
+         WHERE p.exchange = %s AND p.symbol IN ({marks}) AND p.net_qty <> 0
+           AND NOT (p.product = %s AND p.updated_at < %s)"""
     # An intraday (MIS) position lives for its trading day: the broker squares it off at the
     # close with orders that are not ours, so yesterday's row would block today's entries.
-    held = (Position.objects.filter(exchange=exchange, symbol__in=symbols).exclude(net_qty=0)
-            .exclude(product=Product.MIS, updated_at__lt=trading_day_start())
-            .annotate(row_kind=Value("position", output_field=CharField()),
-                      no_side=Value("", output_field=CharField()), no_type=Value("", output_field=CharField()),
-                      no_fill=Value(0, output_field=IntegerField()))
-            .values_list("row_kind", "strategy_id", "strategy__name", "symbol", "no_side", "no_type", "product",
-                         "net_qty", "no_fill"))
+    day_start = connection.ops.adapt_datetimefield_value(trading_day_start())
+    params = [exchange, *symbols, *LIVE_STATUSES, alert.pk, exchange, *symbols, Product.MIS, day_start]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
     exposures, positions = [], []
-    rows = live.order_by().union(held.order_by(), all=True)  # no ORDER BY inside a compound statement
     for kind, strategy_id, name, symbol, side, execution_type, product, qty, filled in rows:
         if kind == "order":
             exposures.append(Exposure(strategy_id, name, symbol, side, execution_type, product, qty - filled))

@@ -560,3 +560,17 @@ def test_a_delivery_position_from_a_past_trading_day_still_counts(desk):
     desk.hold(qty=10, product="CNC")
     yesterday(product="CNC")
     assert_blocked(desk.entry(product="CNC"), "GUARD_BLOCKED:DUPLICATE_POSITION")
+
+
+def test_live_orders_and_positions_are_read_in_one_statement(desk, other):
+    """One statement is one snapshot: a fill committing between two reads would show a live
+    exit's remainder together with the position that fill already reduced."""
+    desk.hold(qty=10)
+    desk.entry(symbol="SBIN-EQ", strategy="other")
+    alert = AlertFactory()
+    with CaptureQueriesContext(connection) as ctx:
+        live, held = guard._exposures("NSE", ["RELIANCE-EQ", "SBIN-EQ"], alert)
+    assert len(ctx.captured_queries) == 1
+    assert [(e.strategy_name, e.symbol, e.side, e.remaining_qty) for e in live] == [("other", "SBIN-EQ", "BUY", 10)]
+    assert [(name, symbol, product, net) for _, name, symbol, product, net in held] == [
+        ("demo", "RELIANCE-EQ", "MIS", 10)]

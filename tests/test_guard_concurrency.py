@@ -205,7 +205,7 @@ def test_a_fill_committing_during_the_guard_read_does_not_block_a_fitting_exit(p
     lifecycle.move(exit_, Status.SENT_TO_BROKER, actor="worker")
     lifecycle.annotate(exit_, kind=EventKind.BROKER_ACCEPTED, actor="worker", broker_order_id="B-1")
 
-    real_filter = Position.objects.filter
+    real_day_start = guard.trading_day_start
     fired = threading.Event()
 
     def fill_in_between():
@@ -221,12 +221,12 @@ def test_a_fill_committing_during_the_guard_read_does_not_block_a_fitting_exit(p
         t.join(timeout=20)
         fired.set()
 
-    def position_filter(*args, **kwargs):
+    def day_start_then_fill(*args, **kwargs):  # called while the guard prepares its read
         if not fired.is_set() and threading.current_thread() is threading.main_thread():
             fill_in_between()
-        return real_filter(*args, **kwargs)
+        return real_day_start(*args, **kwargs)
 
-    monkeypatch.setattr(Position.objects, "filter", position_filter)
+    monkeypatch.setattr(guard, "trading_day_start", day_start_then_fill)
     # the remaining position is 4 after the fill: an exit of 4 fits, whatever the timing
     [reply] = through_service(body(execution_type="EXIT", side="SELL", qty=4))
     assert fired.is_set()
