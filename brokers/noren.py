@@ -74,9 +74,9 @@ class NoAnswer(NorenError):
 class Refused(NorenError):
     """An HTTP 4xx without a Noren reply: the server refused to process the request."""
 
-    def __init__(self, message: str, status: int):
+    def __init__(self, message: str, http_status: int):
         super().__init__(message)
-        self.status = status
+        self.http_status = http_status
 
 
 def encode_body(values: dict, auth: Auth | None) -> str:

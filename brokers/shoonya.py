@@ -182,7 +182,7 @@ class ShoonyaBroker(Broker):
         try:
             return self.client.post(route, values, session.auth)
         except Refused as exc:
-            if exc.status == UNAUTHORIZED:  # the token itself was refused: same as an expired session
+            if exc.http_status == UNAUTHORIZED:  # the token itself was refused: same as an expired session
                 return {"stat": "Not_Ok", "emsg": f"Session Expired : {exc}"}
             raise
 
