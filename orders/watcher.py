@@ -38,17 +38,40 @@ MAX_HISTORY_LOOKUPS_PER_PASS = 5
 # --- the lease --------------------------------------------------------------------------
 
 def new_owner(kind: str) -> str:
-    return f"{kind}:{socket.gethostname()[:24]}:{os.getpid()}:{secrets.token_hex(3)}"
+    return f"{kind}:{_HOST}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+_HOST = socket.gethostname()[:24]
+
+
+def holder_is_gone(owner: str) -> bool:
+    """A holder on this machine whose process no longer exists (killed mid-slice, say): its
+    lease need not run out before another watcher takes over."""
+    parts = owner.split(":")
+    if len(parts) != 4 or parts[1] != _HOST or not parts[2].isdigit():
+        return False
+    try:
+        os.kill(int(parts[2]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
+
+
+def _live_holder(lease: WatcherLease, now) -> bool:
+    return lease.expires_at > now and not holder_is_gone(lease.owner)
 
 
 def acquire_lease(owner: str) -> bool:
     now = timezone.now()
     expires = now + timedelta(seconds=settings.WATCHER_LEASE_TTL_S)
-    WatcherLease.objects.get_or_create(name=LEASE_NAME, defaults={"expires_at": now})
-    return bool(
-        WatcherLease.objects.filter(Q(expires_at__lte=now) | Q(owner=owner), name=LEASE_NAME)
-        .update(owner=owner, expires_at=expires)
-    )
+    lease, _ = WatcherLease.objects.get_or_create(name=LEASE_NAME, defaults={"expires_at": now})
+    if lease.owner != owner and _live_holder(lease, now):
+        return False
+    # Compare-and-set on what we just read: of two would-be successors, one wins.
+    return bool(WatcherLease.objects.filter(name=LEASE_NAME, owner=lease.owner, expires_at=lease.expires_at)
+                .update(owner=owner, expires_at=expires))
 
 
 def renew_lease(owner: str) -> bool:
@@ -61,7 +84,8 @@ def release_lease(owner: str) -> None:
 
 
 def watcher_running() -> bool:
-    return WatcherLease.objects.filter(name=LEASE_NAME, expires_at__gt=timezone.now()).exists()
+    lease = WatcherLease.objects.filter(name=LEASE_NAME).first()
+    return lease is not None and _live_holder(lease, timezone.now())
 
 
 def checkpoint_sqlite_wal() -> None:

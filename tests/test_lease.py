@@ -1,5 +1,7 @@
 """The watcher lease: one poller at a time, for the queued task and the foreground command."""
 
+import os
+import subprocess
 from datetime import timedelta
 from io import StringIO
 
@@ -12,7 +14,8 @@ from django_q.signing import SignedPackage
 from orders import tasks
 from orders.models import WatcherLease
 from orders.queue import WATCH_TASK
-from orders.watcher import LEASE_NAME, acquire_lease, release_lease, renew_lease, run_watcher, watcher_running
+from orders.watcher import (LEASE_NAME, acquire_lease, new_owner, release_lease, renew_lease, run_watcher,
+                            watcher_running)
 
 pytestmark = pytest.mark.django_db
 
@@ -134,3 +137,26 @@ def test_migration_schedules_the_watcher_every_minute():
     schedule = Schedule.objects.get(name="orderwatcher")
     assert (schedule.func, schedule.schedule_type, schedule.minutes, schedule.repeats) == (
         WATCH_TASK, Schedule.MINUTES, 1, -1)
+
+
+def holder(pid: int, host: str | None = None) -> str:
+    kind, this_host, _, token = new_owner("task").split(":")
+    return f"{kind}:{host or this_host}:{pid}:{token}"
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+@pytest.mark.parametrize("owner, free", [
+    (lambda: holder(dead_pid()), True),  # killed mid-slice on this machine: no need to wait out its lease
+    (lambda: holder(os.getpid()), False),  # alive
+    (lambda: holder(dead_pid(), host="another-machine"), False),  # we cannot tell: wait for expiry
+], ids=["dead here", "alive here", "elsewhere"])
+def test_a_lease_whose_holder_died_on_this_machine_is_free(owner, free):
+    owner = owner()
+    assert acquire_lease(owner)
+    assert watcher_running() is not free
+    assert acquire_lease("task:other:1:abcdef") is free

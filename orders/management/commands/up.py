@@ -1,6 +1,7 @@
 """Bring the whole system up on this machine: web server + django-q2 cluster (workers and
 the OrderWatcher), with a demo strategy and an admin login. Ctrl-C stops both."""
 
+import os
 import secrets
 import signal
 import subprocess
@@ -70,14 +71,15 @@ class Command(BaseCommand):
         return secret, password
 
     def _serve(self, addr: str) -> None:
-        # A terminal's Ctrl-C reaches the children too; a SIGINT or SIGTERM to us alone must
-        # stop them (set explicitly: a shell may have started us with SIGINT ignored).
+        # Each child leads its own process group, so stopping it stops its workers too. We
+        # forward Ctrl-C (SIGINT) and SIGTERM ourselves (set explicitly: a shell may have
+        # started us with SIGINT ignored).
         signal.signal(signal.SIGINT, _interrupt)
         signal.signal(signal.SIGTERM, _interrupt)
         manage = [sys.executable, "manage.py"]
         children = [
-            subprocess.Popen(manage + ["runserver", "--noreload", "--insecure", addr]),
-            subprocess.Popen(manage + ["qcluster"]),
+            subprocess.Popen(manage + ["runserver", "--noreload", "--insecure", addr], start_new_session=True),
+            subprocess.Popen(manage + ["qcluster"], start_new_session=True),
         ]
         self.stdout.write("web server and task cluster (submission + OrderWatcher) running; Ctrl-C stops both")
         try:
@@ -87,12 +89,27 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             pass
         finally:
-            for child in children:
-                if child.poll() is None:
-                    child.terminate()  # both stop cleanly on SIGTERM (the cluster finishes its tasks)
-            deadline = time.monotonic() + 15
-            for child in children:
-                try:
-                    child.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    child.kill()
+            self.stdout.write("stopping ...")
+            _stop(children)
+
+
+def _signal_group(child: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(child.pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _stop(children: list[subprocess.Popen], grace_s: float = 5) -> None:
+    """SIGTERM, then SIGKILL whatever is left after `grace_s`. A watcher slice cut short is
+    safe: every change is a compare-and-set, and the next watcher takes over a lease whose
+    holder died on this machine at once."""
+    for child in children:
+        _signal_group(child, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for child in children:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(child, signal.SIGKILL)  # the cluster's workers too, even if the master is gone
