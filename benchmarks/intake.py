@@ -1,7 +1,7 @@
 """Webhook intake latency, in process, against a no-op DRF view in the same run.
 
-    .venv/bin/python benchmarks/intake.py [--n 2000] [--warmup 200] [--no-two-leg]
-                                          [--profile 500] [--show-queries] [--keep]
+    .venv/bin/python benchmarks/intake.py [--n 2000] [--warmup 200] [--no-two-leg] [--alone]
+                                          [--profile 500] [--breakdown 500] [--show-queries] [--keep]
 
 A temporary SQLite file with the production settings (WAL, synchronous=NORMAL, BEGIN
 IMMEDIATE, django-q2 ORM broker, INFO logging of the lifecycle), migrated, one strategy
@@ -238,7 +238,7 @@ def run(args, caller):
         for k in range(len(names)):
             name = names[(i + k) % len(names)]
             series[name].append(one(name))
-    return series, one
+    return series
 
 
 def count_queries(caller, legs: int, show: bool):
@@ -290,6 +290,7 @@ def profile(caller, k: int):
         for key, (cc, nc, tt, ct, _callers) in rows:
             print(f"  {tt * 1e6 / k:28.0f} {ct * 1e6 / k:8.0f} {nc / k:10.1f}  {name(key)[:110]}")
 
+
 def breakdown(caller, k: int):
     """Exclusive wall time per cost centre from thin timing wrappers (cProfile inflates the
     ORM's many small calls 2-3x; this does not). Wrappers are installed for good: run last."""
@@ -337,7 +338,6 @@ def breakdown(caller, k: int):
     for name in ("parse_json", "validate_alert", "redacted", "intake_response", "sender_ip", "read_body"):
         patch(views, name, f"views.{name}")
     patch(Strategy, "authenticate", "Strategy.authenticate: ORM SELECT + sha256", static=True)
-    patch(services, "_existing", "services._existing: ORM SELECT alert")
     patch(services, "_register", "services._register: own Python")
     patch(services, "evaluate", "blockers.evaluate")
     patch(services, "enqueue_submissions", "enqueue_submissions/async_task: own Python")
@@ -367,7 +367,7 @@ def main():
     try:
         caller = Caller(setup_django(tmp))
         held = None if args.alone else hold_cluster_connection(tmp)  # noqa: F841 - kept open
-        series, _ = run(args, caller)
+        series = run(args, caller)
         stmts1, begins1, commits1 = count_queries(caller, 1, args.show_queries)
         stmts2 = begins2 = commits2 = None
         if not args.no_two_leg:

@@ -114,8 +114,6 @@ class BrokerInDoubt(Exception):
 
 
 class Broker:
-    name = "broker"
-
     def place(self, request: PlaceRequest) -> PlaceResult:
         """One attempt, never retried: ACCEPTED, REJECTED, or raise BrokerInDoubt."""
         raise NotImplementedError

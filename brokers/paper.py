@@ -3,6 +3,7 @@ whole pipeline with no account, and can be told per instrument to misbehave."""
 
 import secrets
 from collections import defaultdict
+from dataclasses import asdict
 from datetime import timedelta
 from decimal import Decimal
 
@@ -33,8 +34,6 @@ def _fill_price(instrument: PaperInstrument, request: PlaceRequest) -> Decimal:
 
 
 class PaperBroker(Broker):
-    name = "paper"
-
     def _delay(self) -> timedelta:
         return timedelta(seconds=settings.PAPER_FILL_DELAY_S)
 
@@ -46,15 +45,7 @@ class PaperBroker(Broker):
             return PlaceResult(PlaceOutcome.REJECTED, message=INVALID_SYMBOL)
         now = timezone.now()
         fields = dict(
-            client_order_id=request.client_order_id,
-            exchange=request.exchange,
-            symbol=request.symbol,
-            side=request.side,
-            qty=request.qty,
-            order_type=request.order_type,
-            product=request.product,
-            price=request.price,
-            trigger_price=request.trigger_price,
+            asdict(request),  # the PlaceRequest fields are PaperOrder columns of the same names
             fill_price=_fill_price(instrument, request),
             behaviour=instrument.behaviour,
             placed_at=now,

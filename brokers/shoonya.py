@@ -126,8 +126,6 @@ def position(row: dict) -> Position:
 
 
 class ShoonyaBroker(Broker):
-    name = "shoonya"
-
     def __init__(self):
         if not settings.SHOONYA_USER_ID:
             raise ImproperlyConfigured(

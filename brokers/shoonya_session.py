@@ -69,10 +69,10 @@ def oauth_configured() -> bool:
     return bool(settings.SHOONYA_USER_ID and settings.SHOONYA_CLIENT_ID and settings.SHOONYA_SECRET)
 
 
-def secret_values(*extra: str) -> tuple[str, ...]:
+def secret_values() -> tuple[str, ...]:
     """Every configured secret and what is derived from it, for redaction."""
     values = [settings.SHOONYA_PASSWORD, settings.SHOONYA_TOTP_SECRET, settings.SHOONYA_API_KEY,
-              settings.SHOONYA_SECRET, *extra]
+              settings.SHOONYA_SECRET]
     if settings.SHOONYA_PASSWORD:
         values.append(sha256_hex(settings.SHOONYA_PASSWORD))
     if settings.SHOONYA_API_KEY:

@@ -18,8 +18,8 @@ from risk.models import Mode
 
 from . import lifecycle
 from .models import EventKind, Order, Status
-from .watcher import watcher_running
 from .queue import enqueue_watcher
+from .watcher import watcher_running
 
 log = logging.getLogger("orderdesk.submission")
 

@@ -120,7 +120,7 @@ class WebhookView(APIView):
             body = str(redacted(data)) if isinstance(data, dict) else redact_text(raw.decode("utf-8", "replace"))
         name = data.get("strategy") if isinstance(data, dict) else ""
         record_rejected_alert(status_code=status, reason=str(reason), sender_ip=ip,
-                              strategy_name=name if isinstance(name, str) else "", body=body[:4096])
+                              strategy_name=name if isinstance(name, str) else "", body=body)
         log.info("webhook refused %s from %s: %s", status, ip, str(reason)[:300])
         payload = {"errors": reason} if isinstance(reason, dict) else {"detail": reason}
         return Response(payload, status=status)

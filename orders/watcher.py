@@ -15,7 +15,6 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from brokers.base import BookEntry, BookStatus
@@ -37,11 +36,11 @@ MAX_HISTORY_LOOKUPS_PER_PASS = 5
 
 # --- the lease --------------------------------------------------------------------------
 
+_HOST = socket.gethostname()[:24]
+
+
 def new_owner(kind: str) -> str:
     return f"{kind}:{_HOST}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-_HOST = socket.gethostname()[:24]
 
 
 def holder_is_gone(owner: str) -> bool:

@@ -7,6 +7,7 @@ A FAILED order is no longer live, so a terminal transition releases the guard by
 """
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from django.db import connection
 
@@ -32,6 +33,16 @@ class Exposure:
     remaining_qty: int
 
 
+class Holding(NamedTuple):
+    """An open position (ours, from fills) on one of the alert's instruments."""
+
+    strategy_id: int
+    strategy_name: str
+    symbol: str
+    product: str
+    net_qty: int
+
+
 def lock_instruments(exchange: str, symbols: list[str]) -> None:
     """Lock one row per instrument, created on first use, in one statement and in a fixed
     (sorted) order: no deadlocks.
@@ -55,7 +66,7 @@ def lock_instruments(exchange: str, symbols: list[str]) -> None:
         )
 
 
-def _exposures(exchange: str, symbols: list[str], alert: Alert) -> tuple[list[Exposure], list[tuple]]:
+def _exposures(exchange: str, symbols: list[str], alert: Alert) -> tuple[list[Exposure], list[Holding]]:
     """The live orders (other than this alert's) and the open positions on the instruments.
 
     One statement, so one snapshot: on PostgreSQL (READ COMMITTED) each statement sees what was
@@ -84,8 +95,8 @@ def _exposures(exchange: str, symbols: list[str], alert: Alert) -> tuple[list[Ex
     for kind, strategy_id, name, symbol, side, execution_type, product, qty, filled in rows:
         if kind == "order":
             exposures.append(Exposure(strategy_id, name, symbol, side, execution_type, product, qty - filled))
-        else:  # (strategy_id, strategy name, symbol, product, net qty)
-            positions.append((strategy_id, name, symbol, product, qty))
+        else:
+            positions.append(Holding(strategy_id, name, symbol, product, qty))
     return exposures, positions
 
 
@@ -93,7 +104,7 @@ def _direction(net_qty: int) -> str:
     return Side.BUY if net_qty > 0 else Side.SELL
 
 
-def _check_entry(order: Order, strategy: Strategy, live: list[Exposure], positions: list[tuple]) -> Verdict | None:
+def _check_entry(order: Order, strategy: Strategy, live: list[Exposure], positions: list[Holding]) -> Verdict | None:
     mine = order.strategy_id
     if strategy.block_duplicates:
         for e in live:
@@ -115,9 +126,9 @@ def _check_entry(order: Order, strategy: Strategy, live: list[Exposure], positio
     return None
 
 
-def _check_exit(order: Order, live: list[Exposure], positions: list[tuple]) -> Verdict | None:
-    net = sum(p[4] for p in positions
-              if p[0] == order.strategy_id and p[2] == order.symbol and p[3] == order.product)
+def _check_exit(order: Order, live: list[Exposure], positions: list[Holding]) -> Verdict | None:
+    net = sum(p.net_qty for p in positions
+              if p.strategy_id == order.strategy_id and p.symbol == order.symbol and p.product == order.product)
     closes = (net > 0 and order.side == Side.SELL) or (net < 0 and order.side == Side.BUY)
     if not closes:
         wanted = "long" if order.side == Side.SELL else "short"

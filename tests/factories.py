@@ -7,6 +7,11 @@ from orders.models import secret_digest as digest_of
 TEST_SECRET = "test-secret-that-is-long-enough-0123"
 
 
+def trail(order):
+    """The order's audit trail as (kind, from, to, tag, actor) rows, oldest first."""
+    return [(e.kind, e.from_status, e.to_status, e.tag, e.actor) for e in order.events.order_by("id")]
+
+
 class StrategyFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Strategy

@@ -22,7 +22,7 @@ from orders.watcher import OrderWatcher
 from risk import guard
 from risk.killswitch import set_mode
 from risk.models import GuardLock
-from tests.factories import AlertFactory, OrderFactory, StrategyFactory
+from tests.factories import AlertFactory, OrderFactory, StrategyFactory, trail
 
 pytestmark = pytest.mark.django_db
 
@@ -40,10 +40,6 @@ def queued() -> list[str]:
     """Command ids of the submissions waiting in the django-q2 ORM queue."""
     tasks = (SignedPackage.loads(q.payload) for q in OrmQ.objects.order_by("id"))
     return [t["args"][0] for t in tasks if t["func"] == SUBMIT_TASK]
-
-
-def trail(order):
-    return [(e.kind, e.from_status, e.to_status, e.tag, e.actor) for e in order.events.order_by("id")]
 
 
 def assert_blocked(order: Order, tag: str, detail: str | None = None) -> None:

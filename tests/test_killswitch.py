@@ -12,7 +12,8 @@ from brokers.models import PaperOrder
 from orders.models import EventKind, Status
 from risk.killswitch import HALTED_TAG, REDUCING_TAG, effective_mode, set_mode
 from risk.models import KillSwitch, KillSwitchChange
-from tests.test_guard import assert_blocked, assert_passed, desk, other, position, queued, trail  # noqa: F401
+from tests.factories import trail
+from tests.test_guard import assert_blocked, assert_passed, desk, other, position, queued  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 from orders import lifecycle
 from orders.lifecycle import ALLOWED, IllegalTransition, annotate, move
 from orders.models import EventKind, Order, OrderEvent, Status
-from tests.factories import OrderFactory
+from tests.factories import OrderFactory, trail
 
 pytestmark = pytest.mark.django_db
 
@@ -27,10 +27,6 @@ def order_in(status, **fields):
 
 def db_row(order):
     return Order.objects.values().get(pk=order.pk)
-
-
-def trail(order):
-    return [(e.kind, e.from_status, e.to_status, e.tag, e.actor) for e in order.events.all()]
 
 
 EXPECTED_KIND = {S.SENT_TO_BROKER: "CLAIMED", S.EXECUTED: "EXECUTED", S.FAILED: "FAILED"}

@@ -5,12 +5,9 @@ import pytest
 from brokers.models import Behaviour, PaperInstrument, PaperOrder
 from orders.models import Order
 from orders.watcher import OrderWatcher
+from tests.factories import trail
 
 pytestmark = pytest.mark.django_db
-
-
-def trail(order):
-    return [(e.kind, e.from_status, e.to_status, e.tag, e.actor) for e in order.events.order_by("id")]
 
 
 def test_case_1_registered_allowed_executed(strategy, alert_body, post_alert, run_queue):

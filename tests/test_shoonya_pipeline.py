@@ -14,13 +14,10 @@ from brokers.fake_noren import TEST_ACCOUNT, Behaviour
 from brokers.models import BrokerSession
 from orders.models import Order
 from orders.watcher import OrderWatcher
+from tests.factories import trail
 
 pytest_plugins = ["brokers.testing"]  # fake_noren, shoonya_legacy, shoonya_oauth
 pytestmark = pytest.mark.django_db
-
-
-def trail(order):
-    return [(e.kind, e.from_status, e.to_status, e.tag, e.actor) for e in order.events.order_by("id")]
 
 
 def send(post_alert, alert_body, run_queue, symbol="RELIANCE-EQ", qty=10, side="BUY", **leg) -> Order:

@@ -15,16 +15,12 @@ from orders import lifecycle, submission
 from orders.models import Order, OrderEvent, Status, WatcherLease
 from orders.submission import submit_order
 from orders.watcher import LEASE_NAME, OrderWatcher
-from tests.factories import OrderFactory
+from tests.factories import OrderFactory, trail
 
 pytestmark = pytest.mark.django_db
 
 ROOT = Path(__file__).resolve().parent.parent
 WATCH_TASK = "orders.tasks.watch_orders"
-
-
-def trail(order):
-    return [(e.kind, e.from_status, e.to_status, e.tag, e.actor) for e in order.events.all()]
 
 
 def reload(order):
