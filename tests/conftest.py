@@ -19,9 +19,28 @@ def service_missing(message: str):
     pytest.skip(message)
 
 
+def _postgres_unreachable() -> str | None:
+    """Why the configured PostgreSQL server cannot be reached, or None."""
+    import psycopg
+
+    params = connection.settings_dict
+    try:
+        psycopg.connect(dbname="postgres", user=params["USER"], password=params["PASSWORD"],
+                        host=params["HOST"], port=params["PORT"] or None, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        return f"PostgreSQL at {params['HOST']}:{params['PORT'] or 5432} is not reachable: {str(exc).strip()[:200]}"
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
     """PostgreSQL-only tests run in the second, DATABASE_URL=postgres://… run of the suite."""
     if connection.vendor == "postgresql":
+        problem = _postgres_unreachable()
+        if problem and IN_CI:
+            pytest.exit(f"{problem} (CI=true: a missing service is a failure)", returncode=1)
+        if problem:
+            for item in items:
+                item.add_marker(pytest.mark.skip(reason=f"{problem}; start it, or run without DATABASE_URL"))
         return
     selected, deselected = [], []
     for item in items:
