@@ -9,6 +9,7 @@ caller then does nothing).
 import logging
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from .models import TERMINAL_STATUSES, EventKind, Order, OrderEvent, Status
@@ -55,7 +56,8 @@ def _truncate(tag: str) -> str:
     return tag if len(tag) <= 255 else tag[:252] + "..."
 
 
-def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes: dict, extra_filter: dict) -> bool:
+def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes: dict, extra_filter: dict,
+           when: Q | None = None) -> bool:
     unknown = set(changes) - STATE_FIELDS
     if unknown:
         raise ValueError(f"lifecycle cannot change {sorted(unknown)}")
@@ -83,8 +85,8 @@ def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes
     with transaction.atomic():
         # Compare-and-set on what the caller's decision rests on: the status and the broker id
         # (a stale copy without an id must not fail an order a worker has since given one).
-        won = Order.objects.filter(pk=order.pk, status=order.status, broker_order_id=order.broker_order_id,
-                                   **extra_filter).update(**update)
+        won = Order.objects.filter(when or Q(), pk=order.pk, status=order.status,
+                                   broker_order_id=order.broker_order_id, **extra_filter).update(**update)
         if not won:
             log.info("order %s: lost %s %s->%s to a concurrent writer", order.command_id, kind, order.status, to)
             return False
@@ -110,9 +112,10 @@ def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes
 
 
 def move(order: Order, to: str, *, actor: str, tag: str | None = None, kind: str | None = None,
-         detail: str = "", **changes) -> bool:
+         detail: str = "", when: Q | None = None, **changes) -> bool:
     """Move `order` to status `to`. Raises IllegalTransition on a move the table forbids;
-    re-confirming the terminal state an order is already in is a no-op (False, no row)."""
+    re-confirming the terminal state an order is already in is a no-op (False, no row).
+    `when`: a further condition the update itself checks (part of the compare-and-set)."""
     if order.status == to and to in TERMINAL_STATUSES:
         return False
     _check_allowed(order, to, actor)
@@ -125,7 +128,7 @@ def move(order: Order, to: str, *, actor: str, tag: str | None = None, kind: str
         # copy must not reopen an order that has since been recovered and failed for real.
         extra = {"tag__startswith": UNKNOWN_TAG_PREFIX}
     return _apply(order, to, kind=kind or DEFAULT_KIND[to], actor=actor, detail=detail,
-                  changes=changes, extra_filter=extra)
+                  changes=changes, extra_filter=extra, when=when)
 
 
 def annotate(order: Order, *, kind: str, actor: str, tag: str | None = None, detail: str = "", **changes) -> bool:

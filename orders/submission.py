@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from brokers.base import Broker, BrokerInDoubt, PlaceOutcome, PlaceRequest, PlaceResult
 from brokers.registry import get_broker
-from risk.killswitch import HALTED_TAG, effective_mode
+from risk.killswitch import HALTED_TAG, effective_mode, halted
 from risk.models import Mode
 
 from . import lifecycle
@@ -72,14 +72,16 @@ def submit_order(command_id: str) -> str:
                              detail=f"{age.total_seconds():.1f}s old at claim time, "
                                     f"limit {settings.ORDER_MAX_AGE_S:g}s")
         return "stale" if won else "claim lost"
-    if effective_mode(order.strategy_id) == Mode.HALTED:
-        # Queued before the switch was thrown: it must not reach the broker now.
-        won = lifecycle.move(order, Status.FAILED, tag=HALTED_TAG, actor=ACTOR, detail="kill switch HALTED at claim time")
-        return "halted" if won else "claim lost"
     # Resolved before the claim: a broker that cannot even be set up leaves the order CREATED
     # (never sent) instead of claimed and in doubt.
     broker = get_broker()
-    if not lifecycle.move(order, Status.SENT_TO_BROKER, actor=ACTOR):
+    # The claim itself checks the kill switch, in the same UPDATE: an order queued before the
+    # switch was thrown to HALTED can never be claimed after it.
+    if not lifecycle.move(order, Status.SENT_TO_BROKER, actor=ACTOR, when=~halted(order.strategy_id)):
+        if effective_mode(order.strategy_id) == Mode.HALTED:
+            won = lifecycle.move(order, Status.FAILED, tag=HALTED_TAG, actor=ACTOR,
+                                 detail="kill switch HALTED at claim time")
+            return "halted" if won else "claim lost"
         return "claim lost"
 
     result = place_on_broker(broker, order)

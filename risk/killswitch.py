@@ -1,13 +1,13 @@
 """The kill switch: global and per strategy, ACTIVE / REDUCING (exits only) / HALTED.
 
-The stricter of the global and the strategy's switch applies. HALTED is checked again when
-a worker claims an order, so orders already queued never reach the broker.
+The stricter of the global and the strategy's switch applies. HALTED is checked again by
+the claim's own UPDATE, so orders already queued never reach the broker.
 """
 
 import logging
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, Q
 from django.utils import timezone
 
 from orders.models import ExecutionType, Strategy
@@ -25,6 +25,12 @@ def effective_mode(strategy_id: int) -> str:
     """One query: the stricter of the global switch and the strategy's own."""
     modes = KillSwitch.objects.filter(Q(is_global=True) | Q(strategy_id=strategy_id)).values_list("mode", flat=True)
     return max(modes, key=_STRICTNESS.__getitem__, default=Mode.ACTIVE)
+
+
+def halted(strategy_id: int) -> Exists:
+    """True in SQL while the global or the strategy's switch is HALTED: for conditions that
+    must hold at the moment of an update, not at a read before it."""
+    return Exists(KillSwitch.objects.filter(Q(is_global=True) | Q(strategy_id=strategy_id), mode=Mode.HALTED))
 
 
 def block_tag(mode: str, execution_type: str) -> str | None:

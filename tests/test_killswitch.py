@@ -9,7 +9,9 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from brokers.models import PaperOrder
+from orders import submission
 from orders.models import EventKind, Status
+from orders.submission import submit_order
 from risk.killswitch import HALTED_TAG, REDUCING_TAG, effective_mode, set_mode
 from risk.models import KillSwitch, KillSwitchChange
 from tests.factories import trail
@@ -219,6 +221,22 @@ def test_halted_at_claim_time_fails_queued_orders(desk, strategy, other):
     assert list(PaperOrder.objects.values_list("client_order_id", flat=True)) == [theirs.command_id]
 
 
+def test_a_switch_thrown_just_before_the_claim_still_stops_the_order(desk, strategy, monkeypatch):
+    """The claim's own UPDATE checks the switch: no window between a read and the claim."""
+    entry = desk.entry()
+    real_get_broker = submission.get_broker
+
+    def throw_the_switch_then_get_broker():  # the submission's last step before its claim
+        set_mode("HALTED", actor="ops", strategy=strategy)
+        return real_get_broker()
+
+    monkeypatch.setattr(submission, "get_broker", throw_the_switch_then_get_broker)
+    assert submit_order(entry.command_id) == "halted"
+    entry.refresh_from_db()
+    assert (entry.status, entry.tag) == (Status.FAILED, HALTED_TAG)
+    assert not PaperOrder.objects.exists()
+
+
 def test_global_halt_at_claim_time_also_stops_exits(desk):
     desk.hold("BUY", 10)
     exit_ = desk.exit("SELL", qty=10)
@@ -253,8 +271,6 @@ def test_a_redelivered_task_after_the_halt_changes_nothing(desk, strategy):
     entry = desk.entry()
     set_mode("HALTED", actor="t")
     desk.send()
-    from orders.submission import submit_order
-
     assert submit_order(entry.command_id) == "not claimable (FAILED)"
     assert entry.events.count() == 2
 
