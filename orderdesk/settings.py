@@ -8,9 +8,11 @@ REDIS_URL     unset -> django-q2 ORM broker (the queue lives in the database);
 
 import os
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
+import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+
+from orderdesk.secret_key import secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -34,49 +36,63 @@ def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
-def database_from_url(url: str) -> dict:
+# Which kind of process loaded these settings: orderdesk/wsgi.py marks the web server's
+# processes as "web" before Django starts; qcluster, orderwatcher and other commands are "worker".
+PROCESS_ROLE = env_str("ORDERDESK_PROCESS_ROLE", "worker")
+# Threads per web process: the gunicorn config exports the real figure to its workers.
+WEB_THREADS = env_int("ORDERDESK_WEB_THREADS", 4)
+SQLITE_DEFAULT = BASE_DIR / "db" / "orderdesk.sqlite3"
+
+
+def database_from_url(url: str, role: str = "worker") -> dict:
+    """dj-database-url's reading of DATABASE_URL (query options such as ?sslmode=require kept
+    in OPTIONS), with what each back end needs on top."""
     if not url:
-        path = BASE_DIR / "db" / "orderdesk.sqlite3"
-        path.parent.mkdir(exist_ok=True)
-        url = f"sqlite:///{path}"
-    parsed = urlparse(url)
-    if parsed.scheme == "sqlite":
-        name = unquote(parsed.path)
-        if url.startswith("sqlite:////"):  # sqlite:////abs/path
-            name = "/" + name.lstrip("/")
-        return {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": name,
+        SQLITE_DEFAULT.parent.mkdir(exist_ok=True)
+        url = f"sqlite:///{SQLITE_DEFAULT}"
+    try:
+        db = dj_database_url.parse(url)
+    except ValueError as exc:  # an unknown scheme, or a URL it cannot read
+        raise ImproperlyConfigured(f"DATABASE_URL: {exc}") from None
+    options = db.setdefault("OPTIONS", {})
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        options.update({
             # IMMEDIATE: a writer takes the lock when its transaction starts, so two writers
             # queue on the busy timeout instead of failing with "database is locked" later.
-            "OPTIONS": {
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 30,
-                # Checkpoints run in the watcher's pass (PASSIVE), not inside a request; this
-                # is only the backstop.
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=20000;",
-            },
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 30,
+            # Checkpoints run in the watcher's pass (PASSIVE), not inside a request; this
+            # is only the backstop.
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=20000;",
+        })
+        db.update({
             # A new SQLite connection per request costs more than the intake's own queries.
             "CONN_MAX_AGE": 600,
             "CONN_HEALTH_CHECKS": True,
             "TEST": {"NAME": env_str("ORDERDESK_TEST_SQLITE", str(BASE_DIR / "db" / "test.sqlite3"))},
-        }
-    if parsed.scheme in {"postgres", "postgresql", "pgsql"}:
-        return {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": unquote(parsed.path.lstrip("/")),
-            "USER": unquote(parsed.username or ""),
-            "PASSWORD": unquote(parsed.password or ""),
-            "HOST": parsed.hostname or "",
-            "PORT": str(parsed.port or ""),
-            "CONN_MAX_AGE": 60,
-            "CONN_HEALTH_CHECKS": True,
-            "TEST": {"NAME": env_str("ORDERDESK_TEST_PG_NAME") or None},
-        }
-    raise ImproperlyConfigured(f"DATABASE_URL scheme {parsed.scheme!r} is not supported")
+        })
+    elif db["ENGINE"] == "django.db.backends.postgresql":
+        db.update({"CONN_MAX_AGE": 60, "CONN_HEALTH_CHECKS": True,
+                   "TEST": {"NAME": env_str("ORDERDESK_TEST_PG_NAME") or None}})
+        if role == "web":
+            # Bounded: a web process never holds more connections than it has threads, however
+            # many requests arrive at once (runserver's thread per request exhausted
+            # max_connections under a burst). Only here: a pool does not survive django-q2's
+            # forks (django-q2 issue #209), so qcluster and orderwatcher keep one plain
+            # connection per process. A pool needs CONN_MAX_AGE 0 (Django returns the
+            # connection to the pool at the end of each request).
+            db.update({"CONN_MAX_AGE": 0, "CONN_HEALTH_CHECKS": False})
+            options["pool"] = {
+                "min_size": 1,
+                "max_size": env_int("ORDERDESK_DB_POOL_MAX", WEB_THREADS),
+                "timeout": env_float("ORDERDESK_DB_POOL_TIMEOUT_S", 2),
+            }
+    else:
+        raise ImproperlyConfigured(f"DATABASE_URL: {db['ENGINE']} is not supported (use sqlite:// or postgres://)")
+    return db
 
 
-SECRET_KEY = env_str("SECRET_KEY", "orderdesk-local-development-key-change-me-in-production")
+SECRET_KEY = secret_key()
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
 
@@ -98,6 +114,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the admin's) straight from the web process, compressed, cached forever.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -124,7 +142,7 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": database_from_url(env_str("DATABASE_URL"))}
+DATABASES = {"default": database_from_url(env_str("DATABASE_URL"), PROCESS_ROLE)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
@@ -134,7 +152,11 @@ TRADING_TZ = "Asia/Kolkata"
 USE_I18N = False
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "db" / "static"
+STATIC_ROOT = BASE_DIR / "db" / "static"  # `manage.py up` collects into it on start
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

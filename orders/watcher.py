@@ -14,7 +14,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from brokers.base import BookEntry, BookStatus
@@ -332,6 +332,11 @@ def run_watcher(owner: str, seconds: float, interval: float | None = None, watch
     try:
         watcher = watcher or OrderWatcher()
         while True:
+            # A long-lived loop is not a request: drop a connection that broke or outlived
+            # CONN_MAX_AGE here, as Django does at every request's start and end (never
+            # inside a caller's transaction, which closing would end).
+            if not connection.in_atomic_block:
+                close_old_connections()
             try:
                 watcher.poll_once()
             except Exception:  # noqa: BLE001 - the loop outlives any single pass

@@ -125,3 +125,53 @@ def run_queue(db):
                 broker.acknowledge(ack_id)
 
     return run
+
+
+# --- the Shoonya adapter against the fake Noren server -----------------------------------
+
+@pytest.fixture
+def fake_noren():
+    from brokers.fake_noren import TEST_ACCOUNT, FakeNoren
+
+    with FakeNoren(account=TEST_ACCOUNT) as fake:
+        yield fake
+
+
+def _use_shoonya(settings, fake, oauth: bool):
+    from brokers import registry
+
+    settings.ORDERDESK_BROKER = "shoonya"
+    settings.SHOONYA_ALGO_ID = ""
+    settings.SHOONYA_LOGIN_RETRY_S = 60
+    for name, value in fake.settings(oauth=oauth).items():
+        setattr(settings, name, value)
+    registry._broker.cache_clear()
+
+
+@pytest.fixture
+def shoonya_legacy(settings, fake_noren, db):
+    """ORDERDESK_BROKER=shoonya with QuickAuth credentials: the adapter logs in by itself."""
+    from brokers import registry
+
+    _use_shoonya(settings, fake_noren, oauth=False)
+    yield fake_noren
+    registry._broker.cache_clear()
+
+
+@pytest.fixture
+def shoonya_oauth_without_session(settings, fake_noren, db):
+    """ORDERDESK_BROKER=shoonya with OAuth credentials and no session stored yet."""
+    from brokers import registry
+
+    _use_shoonya(settings, fake_noren, oauth=True)
+    yield fake_noren
+    registry._broker.cache_clear()
+
+
+@pytest.fixture
+def shoonya_oauth(shoonya_oauth_without_session):
+    """OAuth credentials and a session stored as `manage.py shoonya_login` would."""
+    from brokers import shoonya_session
+
+    shoonya_session.gen_acs_tok(shoonya_session.new_client(), shoonya_oauth_without_session.issue_auth_code())
+    return shoonya_oauth_without_session

@@ -14,7 +14,6 @@ import requests
 
 from brokers.fake_noren import NO_DATA, SESSION_EXPIRED, TEST_ACCOUNT, Behaviour, FakeNoren, parse_body
 
-pytest_plugins = ["brokers.testing"]  # fake_noren, shoonya_legacy, shoonya_oauth
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

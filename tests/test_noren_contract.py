@@ -39,7 +39,6 @@ from brokers.base import BookStatus, PlaceOutcome, PlaceRequest
 from brokers.fake_noren import TEST_ACCOUNT
 from brokers.registry import get_broker
 
-pytest_plugins = ["brokers.testing"]  # fake_noren, shoonya_legacy, shoonya_oauth
 pytestmark = pytest.mark.django_db
 
 ACCOUNT = TEST_ACCOUNT

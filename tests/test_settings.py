@@ -1,7 +1,11 @@
 """Settings from the environment (issue 3): safe local defaults, and the task queue's contract."""
 
 import importlib.util
+import os
 from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
 
 import orderdesk.settings
 
@@ -10,7 +14,9 @@ SETTINGS_FILE = Path(orderdesk.settings.__file__)
 
 def load_settings(monkeypatch, **env):
     """A fresh copy of orderdesk/settings.py read under `env` (Django's own settings untouched)."""
-    for name in ("DATABASE_URL", "REDIS_URL", "ORDERDESK_Q_WORKERS", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS"):
+    for name in ("DATABASE_URL", "REDIS_URL", "ORDERDESK_Q_WORKERS", "DEBUG", "ALLOWED_HOSTS",
+                 "ORDERDESK_PROCESS_ROLE", "ORDERDESK_WEB_THREADS", "ORDERDESK_DB_POOL_MAX",
+                 "ORDERDESK_DB_POOL_TIMEOUT_S"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -39,7 +45,8 @@ def test_environment_overrides(monkeypatch):
                       SECRET_KEY="k" * 50, ALLOWED_HOSTS="desk.example, 10.0.0.5")
     db = s.DATABASES["default"]
     assert (db["ENGINE"], db["NAME"], db["USER"], db["PASSWORD"], db["HOST"], db["PORT"]) == (
-        "django.db.backends.postgresql", "desk", "u", "p@ss", "db.example", "6543")
+        "django.db.backends.postgresql", "desk", "u", "p@ss", "db.example", 6543)
+    assert "pool" not in db["OPTIONS"] and db["CONN_MAX_AGE"] > 0  # not a web process
     assert s.Q_CLUSTER["redis"] == "redis://127.0.0.1:6379/3" and "orm" not in s.Q_CLUSTER
     assert (s.Q_CLUSTER["workers"], s.DEBUG, s.SECRET_KEY, s.ALLOWED_HOSTS) == (8, True, "k" * 50,
                                                                                  ["desk.example", "10.0.0.5"])
@@ -53,3 +60,79 @@ def test_the_queue_never_runs_a_task_twice_at_once_and_gives_up(monkeypatch):
     assert 1 <= q["max_attempts"] <= 5
     assert q["ack_failures"] is True
     assert q["catch_up"] is False
+
+
+def test_database_url_query_options_survive(monkeypatch):
+    s = load_settings(monkeypatch, DATABASE_URL="postgres://u@db.example/desk?sslmode=require&connect_timeout=5")
+    assert s.DATABASES["default"]["OPTIONS"] == {"sslmode": "require", "connect_timeout": 5}
+
+
+def test_sqlite_url_keeps_the_pragmas_and_immediate_transactions(monkeypatch, tmp_path):
+    s = load_settings(monkeypatch, DATABASE_URL=f"sqlite:///{tmp_path}/desk.sqlite3")
+    db = s.DATABASES["default"]
+    assert db["NAME"] == f"{tmp_path}/desk.sqlite3"
+    assert db["OPTIONS"]["transaction_mode"] == "IMMEDIATE" and "journal_mode=WAL" in db["OPTIONS"]["init_command"]
+
+
+def test_unsupported_database_url_is_a_configuration_error(monkeypatch):
+    with pytest.raises(ImproperlyConfigured, match="DATABASE_URL"):
+        load_settings(monkeypatch, DATABASE_URL="mssql://u@host/db")
+
+
+def test_web_processes_pool_their_postgresql_connections_bounded_by_their_threads(monkeypatch):
+    s = load_settings(monkeypatch, DATABASE_URL="postgres://u@db/desk", ORDERDESK_PROCESS_ROLE="web",
+                      ORDERDESK_WEB_THREADS="6")
+    db = s.DATABASES["default"]
+    assert db["OPTIONS"]["pool"] == {"min_size": 1, "max_size": 6, "timeout": 2}
+    assert db["CONN_MAX_AGE"] == 0  # Django requires it with a pool
+    s = load_settings(monkeypatch, DATABASE_URL="postgres://u@db/desk", ORDERDESK_PROCESS_ROLE="web",
+                      ORDERDESK_DB_POOL_MAX="3", ORDERDESK_DB_POOL_TIMEOUT_S="0.5")
+    assert s.DATABASES["default"]["OPTIONS"]["pool"] == {"min_size": 1, "max_size": 3, "timeout": 0.5}
+
+
+def test_without_secret_key_or_its_file_every_process_stops_naming_it(monkeypatch, tmp_path):
+    from orderdesk import secret_key
+
+    monkeypatch.setattr(secret_key, "SECRET_KEY_FILE", tmp_path / "secret_key")
+    monkeypatch.delenv("SECRET_KEY")
+    with pytest.raises(ImproperlyConfigured, match="SECRET_KEY"):
+        secret_key.secret_key()
+
+
+def test_up_creates_the_key_file_once_with_mode_0600(monkeypatch, tmp_path):
+    from orderdesk import secret_key
+
+    monkeypatch.setattr(secret_key, "SECRET_KEY_FILE", tmp_path / "db" / "secret_key")
+    monkeypatch.delenv("SECRET_KEY")
+    secret_key.ensure_secret_key_file()
+    key = secret_key.secret_key()
+    assert len(key) >= 50
+    assert (tmp_path / "db" / "secret_key").stat().st_mode & 0o777 == 0o600
+    secret_key.ensure_secret_key_file()  # a second start keeps it: sessions and queued tasks stay valid
+    assert secret_key.secret_key() == key
+    monkeypatch.setenv("SECRET_KEY", "from-the-environment")
+    assert secret_key.secret_key() == "from-the-environment"
+
+
+def test_a_command_without_secret_key_fails_and_up_creates_it(tmp_path):
+    """As a newcomer runs it: a copy of the project without db/secret_key."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = SETTINGS_FILE.parent.parent
+    copy = tmp_path / "desk"
+    copy.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__")
+    for name in ("orderdesk", "orders", "brokers", "risk"):
+        shutil.copytree(root / name, copy / name, ignore=ignore)
+    shutil.copy(root / "manage.py", copy)
+    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DJANGO_SETTINGS_MODULE", "DATABASE_URL")}
+    check = subprocess.run([sys.executable, "manage.py", "check"], cwd=copy, env=env, capture_output=True, text=True)
+    assert check.returncode != 0 and "ImproperlyConfigured" in check.stderr and "SECRET_KEY" in check.stderr
+    up = subprocess.run([sys.executable, "manage.py", "up", "--no-serve"], cwd=copy, env=env,
+                        capture_output=True, text=True, timeout=120)
+    assert up.returncode == 0, up.stderr
+    assert (copy / "db" / "secret_key").stat().st_mode & 0o777 == 0o600
+    check = subprocess.run([sys.executable, "manage.py", "check"], cwd=copy, env=env, capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr

@@ -19,7 +19,6 @@ from brokers.noren import redact
 from brokers.registry import get_broker
 from brokers.shoonya import price_text
 
-pytest_plugins = ["brokers.testing"]  # fake_noren, shoonya_legacy, shoonya_oauth
 pytestmark = pytest.mark.django_db
 
 
@@ -220,19 +219,13 @@ def test_failed_legacy_login_is_not_retried_at_once(shoonya_legacy, settings):
     assert len(shoonya_legacy.calls_to("QuickAuth")) == 1
 
 
-def test_oauth_without_a_stored_session_sends_nothing(settings, fake_noren, db):
-    from brokers.testing import use_shoonya
-
-    use_shoonya(settings, fake_noren, oauth=True)
+def test_oauth_without_a_stored_session_sends_nothing(fake_noren, shoonya_oauth_without_session):
     result = get_broker().place(market())
     assert result.outcome == PlaceOutcome.SESSION_INVALID and "shoonya_login" in result.message
     assert fake_noren.calls == []
 
 
-def test_shoonya_login_command_stores_the_session_and_never_prints_the_token(settings, fake_noren, db, capsys):
-    from brokers.testing import use_shoonya
-
-    use_shoonya(settings, fake_noren, oauth=True)
+def test_shoonya_login_command_stores_the_session_and_never_prints_the_token(fake_noren, shoonya_oauth_without_session, capsys):
     code = fake_noren.issue_auth_code()
     call_command("shoonya_login", f"https://example.invalid/redirect?code={code}&state=x")
     [exchange] = fake_noren.calls_to("GenAcsTok")
@@ -246,10 +239,7 @@ def test_shoonya_login_command_stores_the_session_and_never_prints_the_token(set
         call_command("shoonya_login", "not-a-code")
 
 
-def test_shoonya_login_prints_the_url_and_reads_the_code(settings, fake_noren, db, capsys, monkeypatch):
-    from brokers.testing import use_shoonya
-
-    use_shoonya(settings, fake_noren, oauth=True)
+def test_shoonya_login_prints_the_url_and_reads_the_code(fake_noren, shoonya_oauth_without_session, capsys, monkeypatch):
     monkeypatch.setattr("builtins.input", lambda prompt: fake_noren.issue_auth_code())
     call_command("shoonya_login")
     out = capsys.readouterr().out
@@ -409,12 +399,9 @@ def test_a_not_ok_that_says_timeout_is_in_doubt_not_rejected(shoonya_legacy, ems
     assert len(shoonya_legacy.calls_to("PlaceOrder")) == 1
 
 
-def test_oauth_login_for_another_account_is_refused(settings, fake_noren, db):
+def test_oauth_login_for_another_account_is_refused(fake_noren, shoonya_oauth_without_session):
     """The login page can be completed with any account: a token for another user id must
     not be stored as SHOONYA_USER_ID's session (orders would go to the wrong account)."""
-    from brokers.testing import use_shoonya
-
-    use_shoonya(settings, fake_noren, oauth=True)
     fake_noren.account.user_id = "OTHER99"  # the account that actually logged in
     with pytest.raises(sessions.LoginFailed, match="OTHER99"):
         sessions.gen_acs_tok(sessions.new_client(), fake_noren.issue_auth_code())

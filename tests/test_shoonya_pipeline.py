@@ -16,7 +16,6 @@ from orders.models import Order
 from orders.watcher import OrderWatcher
 from tests.factories import trail
 
-pytest_plugins = ["brokers.testing"]  # fake_noren, shoonya_legacy, shoonya_oauth
 pytestmark = pytest.mark.django_db
 
 

@@ -9,7 +9,6 @@ import pytest
 from brokers.models import BrokerSession
 from tests.test_processes import cluster, q_name, trail, wait_for_executed  # noqa: F401
 
-pytest_plugins = ["brokers.testing"]  # fake_noren, shoonya_legacy, shoonya_oauth
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 

@@ -1,5 +1,7 @@
-"""Bring the whole system up on this machine: web server + django-q2 cluster (workers and
-the OrderWatcher), with a demo strategy and an admin login. Ctrl-C stops both."""
+"""Bring the whole system up on this machine: the gunicorn web server, the django-q2 cluster
+(submission workers, and the queued OrderWatcher chain as the fallback) and the foreground
+`orderwatcher` process, with a demo strategy and an admin login. Ctrl-C stops all three.
+Its secret key file (db/secret_key) is created by manage.py, before the settings load."""
 
 import os
 import secrets
@@ -11,6 +13,7 @@ import time
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from django.db import connections
 
 from orders.models import Strategy
 
@@ -33,6 +36,7 @@ class Command(BaseCommand):
 
     def handle(self, addr, rotate=False, no_serve=False, **options):
         call_command("migrate", interactive=False, verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)  # served by WhiteNoise
         secret, password = self._demo_credentials(rotate)
         base = f"http://{addr}"
         self.stdout.write(self.style.SUCCESS("orderdesk is ready."))
@@ -51,6 +55,7 @@ class Command(BaseCommand):
         )
         if no_serve:
             return
+        connections.close_all()  # this process only waits from here on: hold no connection
         self._serve(addr)
 
     def _demo_credentials(self, rotate: bool) -> tuple[str | None, str | None]:
@@ -77,15 +82,17 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, _interrupt)
         signal.signal(signal.SIGTERM, _interrupt)
         manage = [sys.executable, "manage.py"]
+        web = [sys.executable, "-m", "gunicorn", "-c", "python:orderdesk.gunicorn_conf", "--bind", addr]
         children = [
-            subprocess.Popen(manage + ["runserver", "--noreload", "--insecure", addr], start_new_session=True),
+            subprocess.Popen(web, start_new_session=True),
             subprocess.Popen(manage + ["qcluster"], start_new_session=True),
+            subprocess.Popen(manage + ["orderwatcher"], start_new_session=True),
         ]
-        self.stdout.write("web server and task cluster (submission + OrderWatcher) running; Ctrl-C stops both")
+        self.stdout.write("web server (gunicorn), task cluster and OrderWatcher running; Ctrl-C stops all three")
         try:
             while all(child.poll() is None for child in children):
                 time.sleep(0.5)
-            self.stderr.write("a child process exited; stopping the other")
+            self.stderr.write("a child process exited; stopping the others")
         except KeyboardInterrupt:
             pass
         finally:

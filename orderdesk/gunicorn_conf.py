@@ -1,0 +1,38 @@
+"""gunicorn's configuration for orderdesk: `gunicorn -c python:orderdesk.gunicorn_conf orderdesk.wsgi`.
+
+Sized for the machine: worker processes from the core count (the app is CPU-bound Python),
+threads for the time a request waits on the database. Each web process uses at most as many
+database connections as it has threads (the PostgreSQL pool, see orderdesk/settings.py), so
+the whole web tier holds at most workers × threads. Never --preload: a database pool or
+connection opened before the fork would be shared by the workers.
+"""
+
+import os
+
+cores = os.cpu_count() or 1
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name) or default)
+
+
+bind = os.environ.get("ORDERDESK_WEB_BIND", "127.0.0.1:8000")
+workers = _int("ORDERDESK_WEB_WORKERS", min(cores + 1, 8))
+worker_class = "gthread"
+threads = _int("ORDERDESK_WEB_THREADS", 4)
+preload_app = False
+keepalive = 5  # TradingView and scripts reuse connections; gunicorn sets TCP_NODELAY on them
+timeout = 30
+graceful_timeout = 10
+backlog = 2048  # a burst waits in the accept queue, not in a thread of its own
+accesslog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
+errorlog = "-"
+wsgi_app = "orderdesk.wsgi:application"
+
+
+def post_fork(server, worker):
+    # The settings (loaded in the worker, after this) size the connection pool to the threads
+    # this worker really runs, whatever the command line said.
+    os.environ["ORDERDESK_WEB_THREADS"] = str(worker.cfg.threads)
+    os.environ["ORDERDESK_PROCESS_ROLE"] = "web"

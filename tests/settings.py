@@ -1,0 +1,9 @@
+"""The test suite's settings: production's, with a key of its own (there is no committed
+default). Exported to the environment, so the processes the tests start share it (django-q2
+signs tasks with it)."""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "orderdesk-test-suite-key-not-for-any-deployment-0123456789")
+
+from orderdesk.settings import *  # noqa: E402,F403
