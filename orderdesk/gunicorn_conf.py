@@ -28,6 +28,7 @@ backlog = 2048  # a burst waits in the accept queue, not in a thread of its own
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 errorlog = "-"
+control_socket_disable = True  # unused; its default path is per user, so two servers would collide
 wsgi_app = "orderdesk.wsgi:application"
 
 

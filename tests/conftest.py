@@ -3,6 +3,7 @@ one skips its tests with a message, in CI (CI=true) it fails them."""
 
 import json
 import os
+import secrets
 
 import pytest
 from django.db import connection
@@ -175,3 +176,91 @@ def shoonya_oauth(shoonya_oauth_without_session):
 
     shoonya_session.gen_acs_tok(shoonya_session.new_client(), shoonya_oauth_without_session.issue_auth_code())
     return shoonya_oauth_without_session
+
+
+# --- real processes on the test database (helpers in tests/processes.py) ------------------
+
+@pytest.fixture
+def q_name():
+    return f"orderdesk-test-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+def paper_instruments(transactional_db):
+    # Flushed after every transactional test: put the migration's instruments back.
+    from brokers.models import DEFAULT_INSTRUMENTS, PaperInstrument
+
+    for exchange, symbol, price in DEFAULT_INSTRUMENTS:
+        PaperInstrument.objects.get_or_create(exchange=exchange, symbol=symbol, defaults={"ref_price": price})
+
+
+@pytest.fixture
+def cluster(transactional_db, q_name, monkeypatch):
+    """Builds (not starts) a qcluster subprocess on the test database and makes this process
+    enqueue into its queue. Stopped before the test database is flushed; prints its output
+    when the test failed."""
+    from django_q.conf import Conf
+
+    from tests.processes import Cluster, database_url, flush_redis_keys
+
+    clusters = []
+
+    def build(redis_url: str | None = None) -> Cluster:
+        # django-q2 signs tasks with the cluster `name` (Conf.PREFIX) and queues them under
+        # Conf.CLUSTER_NAME: the subprocess gets ORDERDESK_Q_NAME, this process the same values.
+        monkeypatch.setattr(Conf, "PREFIX", q_name)
+        monkeypatch.setattr(Conf, "CLUSTER_NAME", q_name)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ORDERDESK_", "Q_CLUSTER"))}
+        env.pop("REDIS_URL", None)
+        env.update(
+            DATABASE_URL=database_url(),
+            ORDERDESK_Q_NAME=q_name,
+            ORDERDESK_Q_WORKERS="2",
+            PAPER_FILL_DELAY_S="0.2",
+            WATCHER_INTERVAL_S="0.2",
+            WATCHER_SLICE_S="3",
+            PYTHONUNBUFFERED="1",
+        )
+        if redis_url:
+            monkeypatch.setattr(Conf, "ORM", None)
+            monkeypatch.setattr(Conf, "REDIS", redis_url)
+            env["REDIS_URL"] = redis_url
+        clusters.append(Cluster(q_name, env))
+        return clusters[-1]
+
+    yield build
+    for c in clusters:
+        c.stop()
+        if c.env.get("REDIS_URL"):  # only now: a running cluster keeps writing its keys
+            flush_redis_keys(c.env["REDIS_URL"], c.name)
+        # Captured: pytest shows it only when the test failed.
+        print(f"--- qcluster {c.name} output ---\n{c.output()}")
+        c.log.close()
+
+
+@pytest.fixture
+def stack(transactional_db, q_name):
+    """Builds and starts `manage.py up` on the test database (the embedded ORM queue, or the
+    Redis broker with `redis_url`); stopped before the database is flushed, its output
+    printed (pytest shows it when the test failed)."""
+    from tests.processes import Stack, database_url, flush_redis_keys
+
+    stacks = []
+
+    def build(redis_url: str | None = None, extra_clusters: int = 0, **env_overrides) -> Stack:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ORDERDESK_", "Q_CLUSTER"))}
+        env.pop("REDIS_URL", None)
+        env.update(DATABASE_URL=database_url(), ORDERDESK_Q_NAME=q_name, PAPER_FILL_DELAY_S="0.2",
+                   WATCHER_INTERVAL_S="0.2", PYTHONUNBUFFERED="1", **env_overrides)
+        if redis_url:
+            env["REDIS_URL"] = redis_url
+        stacks.append(Stack(env, extra_clusters))
+        return stacks[-1].start()
+
+    yield build
+    for s in stacks:
+        s.stop()
+        if s.env.get("REDIS_URL"):
+            flush_redis_keys(s.env["REDIS_URL"], q_name)
+        print(f"--- up output ---\n{s.output()}")
+        s.log.close()

@@ -6,49 +6,17 @@ import os
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
-from django.db import connection
 from django.test import Client
 
-from brokers.models import DEFAULT_INSTRUMENTS, PaperInstrument, PaperOrder
+from brokers.models import PaperOrder
 from orders.models import Alert, EventKind, Order, Status
 from orders.submission import submit_order
 from tests.factories import OrderFactory
+from tests.processes import BASE_DIR, database_url, run_together
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def paper_instruments(transactional_db):
-    for exchange, symbol, price in DEFAULT_INSTRUMENTS:
-        PaperInstrument.objects.get_or_create(exchange=exchange, symbol=symbol, defaults={"ref_price": price})
-
-
-def run_together(n: int, target) -> list:
-    """Call target(i) in n threads released at once; return the results (or exceptions) in order."""
-    barrier = threading.Barrier(n)
-    results: list = [None] * n
-
-    def run(i):
-        try:
-            barrier.wait(timeout=10)
-            results[i] = target(i)
-        except Exception as exc:  # noqa: BLE001 - reported by the test
-            results[i] = exc
-        finally:
-            connection.close()  # this thread's own connection
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not any(t.is_alive() for t in threads), "a thread hung"
-    return results
 
 
 @pytest.mark.parametrize("threads", [2, 8])
@@ -89,15 +57,9 @@ def test_claim_race_losers_touch_nothing_when_all_saw_created(paper_instruments,
     assert order.events.filter(kind=EventKind.CLAIMED).count() == 1
 
 
-def _database_url() -> str:
-    s = connection.settings_dict
-    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
-    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
-
-
 def test_two_watcher_processes_only_one_polls():
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERDESK_")}
-    env.update(DATABASE_URL=_database_url(), WATCHER_INTERVAL_S="0.2", PYTHONUNBUFFERED="1")
+    env.update(DATABASE_URL=database_url(), WATCHER_INTERVAL_S="0.2", PYTHONUNBUFFERED="1")
     env.pop("REDIS_URL", None)
     command = [sys.executable, "manage.py", "orderwatcher", "--seconds", "4", "--no-wait"]
     procs = [subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

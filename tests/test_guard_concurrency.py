@@ -12,7 +12,7 @@ import pytest
 from django.db import connection, transaction
 from django.test import Client
 
-from brokers.models import DEFAULT_INSTRUMENTS, Behaviour, PaperInstrument, PaperOrder
+from brokers.models import Behaviour, PaperInstrument, PaperOrder
 from orders import lifecycle
 from orders.models import Alert, EventKind, Order, Position, Source, Status, Strategy
 from orders.services import register_alert
@@ -22,18 +22,12 @@ from orders.watcher import OrderWatcher
 from risk import guard
 from risk.models import GuardLock
 from tests.factories import TEST_SECRET, StrategyFactory
-from tests.test_concurrency import run_together
+from tests.processes import run_together
 from tests.test_guard import queued
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 DUPLICATE = "GUARD_BLOCKED:DUPLICATE_LIVE_ORDER"
-
-
-@pytest.fixture
-def paper_instruments(transactional_db):
-    for exchange, symbol, price in DEFAULT_INSTRUMENTS:
-        PaperInstrument.objects.get_or_create(exchange=exchange, symbol=symbol, defaults={"ref_price": price})
 
 
 def body(strategy="demo", side="BUY", execution_type="ENTRY", symbol="RELIANCE-EQ", qty=10, alert_id=None,

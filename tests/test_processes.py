@@ -2,154 +2,16 @@
 with django-q2's ORM broker (the queue is a table in the file-backed test database) and once
 with the Redis broker."""
 
-import os
 import secrets
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 
 import pytest
-from django.db import connection
 from django_q.conf import Conf
 
-from brokers.models import DEFAULT_INSTRUMENTS, PaperInstrument, PaperOrder
+from brokers.models import PaperOrder
 from orders.models import Order, Status
+from tests.processes import audit_trail, flush_redis_keys, wait_for_executed
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-BASE_DIR = Path(__file__).resolve().parent.parent
-EXECUTED_TIMEOUT_S = 30
-
-
-def database_url() -> str:
-    settings_dict = connection.settings_dict
-    if connection.vendor == "sqlite":
-        name = settings_dict["NAME"]
-        if not name or name == ":memory:" or str(name).startswith("file:"):
-            pytest.fail("the process tests need a file-backed SQLite test database")
-        return f"sqlite:///{Path(name).resolve()}"
-    if connection.vendor == "postgresql":
-        auth = settings_dict["USER"] + (f":{settings_dict['PASSWORD']}" if settings_dict["PASSWORD"] else "")
-        return (f"postgres://{auth}@{settings_dict['HOST'] or '127.0.0.1'}:{settings_dict['PORT'] or 5432}"
-                f"/{settings_dict['NAME']}")
-    pytest.fail(f"no DATABASE_URL for {connection.vendor}")
-
-
-class Cluster:
-    """A `manage.py qcluster` subprocess with its own queue name; output goes to a file."""
-
-    def __init__(self, name: str, env: dict):
-        self.name = name
-        self.env = env
-        self.proc = None
-        self.log = tempfile.TemporaryFile(mode="w+")
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"], cwd=BASE_DIR, env=self.env,
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-
-    def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self):
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGINT)  # qcluster's graceful stop
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            pass
-        finally:
-            # The cluster's own process group: also reaps workers a killed parent would orphan.
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=5)
-
-
-@pytest.fixture
-def q_name():
-    return f"orderdesk-test-{os.getpid()}-{secrets.token_hex(4)}"
-
-
-@pytest.fixture
-def paper_instruments(transactional_db):
-    # Flushed after every transactional test: put the migration's instruments back.
-    for exchange, symbol, price in DEFAULT_INSTRUMENTS:
-        PaperInstrument.objects.get_or_create(exchange=exchange, symbol=symbol, defaults={"ref_price": price})
-
-
-@pytest.fixture
-def cluster(transactional_db, q_name, monkeypatch):
-    """Builds (not starts) a qcluster subprocess on the test database and makes this process
-    enqueue into its queue. Stopped before the test database is flushed; prints its output
-    when the test failed."""
-    clusters = []
-
-    def build(redis_url: str | None = None) -> Cluster:
-        # django-q2 signs tasks with the cluster `name` (Conf.PREFIX) and queues them under
-        # Conf.CLUSTER_NAME: the subprocess gets ORDERDESK_Q_NAME, this process the same values.
-        monkeypatch.setattr(Conf, "PREFIX", q_name)
-        monkeypatch.setattr(Conf, "CLUSTER_NAME", q_name)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ORDERDESK_", "Q_CLUSTER"))}
-        env.pop("REDIS_URL", None)
-        env.update(
-            DATABASE_URL=database_url(),
-            ORDERDESK_Q_NAME=q_name,
-            ORDERDESK_Q_WORKERS="2",
-            PAPER_FILL_DELAY_S="0.2",
-            WATCHER_INTERVAL_S="0.2",
-            WATCHER_SLICE_S="3",
-            PYTHONUNBUFFERED="1",
-        )
-        if redis_url:
-            monkeypatch.setattr(Conf, "ORM", None)
-            monkeypatch.setattr(Conf, "REDIS", redis_url)
-            env["REDIS_URL"] = redis_url
-        clusters.append(Cluster(q_name, env))
-        return clusters[-1]
-
-    yield build
-    for c in clusters:
-        c.stop()
-        if c.env.get("REDIS_URL"):  # only now: a running cluster keeps writing its keys
-            flush_redis_keys(c.env["REDIS_URL"], c.name)
-        # Captured: pytest shows it only when the test failed.
-        print(f"--- qcluster {c.name} output ---\n{c.output()}")
-        c.log.close()
-
-
-def flush_redis_keys(redis_url: str, q_name: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"django_q:{q_name}:*"))
-    if keys:
-        client.delete(*keys)
-
-
-def trail(order):
-    return [(e.kind, e.from_status, e.to_status, e.actor) for e in order.events.order_by("id")]
-
-
-def wait_for_executed(command_id: str, cluster: Cluster) -> tuple[Order, float]:
-    started = time.monotonic()
-    deadline = started + EXECUTED_TIMEOUT_S
-    while time.monotonic() < deadline:
-        order = Order.objects.get(command_id=command_id)
-        if order.status in (Status.EXECUTED, Status.FAILED):
-            return order, time.monotonic() - started
-        assert cluster.proc.poll() is None, f"qcluster exited with {cluster.proc.returncode}"
-        time.sleep(0.1)
-    pytest.fail(f"order {command_id} is {order.status} after {EXECUTED_TIMEOUT_S}s: {trail(order)}")
 
 
 def run_to_executed(cluster_builder, alert_body, post_alert, redis_url=None, queued_check=None):
@@ -165,11 +27,11 @@ def run_to_executed(cluster_builder, alert_body, post_alert, redis_url=None, que
     order, took = wait_for_executed(reply["command_id"], cluster)
     print(f"EXECUTED {took:.2f}s after the cluster was started")
 
-    assert order.status == Status.EXECUTED, (order.tag, trail(order))
+    assert order.status == Status.EXECUTED, (order.tag, audit_trail(order))
     paper = PaperOrder.objects.get(client_order_id=order.command_id)
     assert order.broker_order_id == paper.broker_order_id
     assert order.filled_qty == 10 and order.avg_price == paper.fill_price
-    assert trail(order) == [
+    assert audit_trail(order) == [
         ("CREATED", "", "CREATED", "webhook"),
         ("CLAIMED", "CREATED", "SENT_TO_BROKER", "worker"),
         ("BROKER_ACCEPTED", "SENT_TO_BROKER", "SENT_TO_BROKER", "worker"),

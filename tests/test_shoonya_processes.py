@@ -7,7 +7,7 @@ import secrets
 import pytest
 
 from brokers.models import BrokerSession
-from tests.test_processes import cluster, q_name, trail, wait_for_executed  # noqa: F401
+from tests.processes import audit_trail, wait_for_executed
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -26,11 +26,11 @@ def test_qcluster_process_takes_an_order_to_executed_on_shoonya(cluster, fake_no
     order, took = wait_for_executed(reply["command_id"], worker)
     print(f"EXECUTED {took:.2f}s after the cluster was started")
 
-    assert order.status == "EXECUTED", (order.tag, trail(order))
+    assert order.status == "EXECUTED", (order.tag, audit_trail(order))
     fake_order = fake_noren.order_for(order.command_id)
     assert order.broker_order_id == fake_order.norenordno
     assert order.filled_qty == 10 and order.avg_price == fake_order.fill_price
-    assert trail(order) == [
+    assert audit_trail(order) == [
         ("CREATED", "", "CREATED", "webhook"),
         ("CLAIMED", "CREATED", "SENT_TO_BROKER", "worker"),
         ("BROKER_ACCEPTED", "SENT_TO_BROKER", "SENT_TO_BROKER", "worker"),
