@@ -5,6 +5,7 @@ development server opened one per concurrent request and ran out: 84 alerts lost
 
 import http.client
 import json
+import os
 import threading
 import time
 from collections import Counter
@@ -132,3 +133,54 @@ def test_burst_on_sqlite_several_web_workers_never_meet_a_locked_database(stack,
     assert_the_burst_lost_nothing(statuses)
     log = desk.output()
     assert "database is locked" not in log and "Traceback" not in log, log[-4000:]
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """{pid: command line} of every process below `pid`, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = {}, [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            try:
+                found[child] = open(f"/proc/{child}/cmdline").read().replace("\0", " ")
+            except OSError:
+                continue
+            todo.append(child)
+    return found
+
+
+def test_up_serves_with_gunicorn_beside_qcluster_and_the_orderwatcher_and_ctrl_c_stops_them_all(
+    stack, strategy, paper_instruments
+):
+    desk = stack()
+    processes = descendants(desk.proc.pid)
+    commands = " | ".join(processes.values())
+    assert "gunicorn -c python:orderdesk.gunicorn_conf" in commands and "runserver" not in commands
+    assert "manage.py qcluster" in commands and "manage.py orderwatcher" in commands
+
+    conn = http.client.HTTPConnection("127.0.0.1", desk.port, timeout=10)
+    conn.request("POST", "/api/webhook/", body=alert(1), headers={"Content-Type": "text/plain"})
+    accepted = conn.getresponse()
+    accepted.read()
+    assert accepted.status == 201
+    wait_until_no_order_is_waiting()
+    assert Order.objects.get().status == Status.EXECUTED
+    conn.request("GET", "/static/admin/css/base.css", headers={"Accept-Encoding": "gzip"})  # WhiteNoise
+    static = conn.getresponse()
+    static.read()
+    assert (static.status, static.getheader("Content-Encoding")) == (200, "gzip")
+    assert '"POST /api/webhook/ HTTP/1.1" 201' in desk.output()  # the access log is on
+
+    desk.stop()
+    time.sleep(0.5)
+    still_running = [pid for pid in processes if os.path.exists(f"/proc/{pid}") and
+                     open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+    assert not still_running, {pid: processes[pid] for pid in still_running}
