@@ -34,7 +34,8 @@ def _postgres_unreachable() -> str | None:
 
 
 def pytest_collection_modifyitems(config, items):
-    """PostgreSQL-only tests run in the second, DATABASE_URL=postgres://… run of the suite."""
+    """PostgreSQL-only tests run in the second, DATABASE_URL=postgres://… run of the suite,
+    SQLite-only tests in the first."""
     if connection.vendor == "postgresql":
         problem = _postgres_unreachable()
         if problem and IN_CI:
@@ -42,10 +43,10 @@ def pytest_collection_modifyitems(config, items):
         if problem:
             for item in items:
                 item.add_marker(pytest.mark.skip(reason=f"{problem}; start it, or run without DATABASE_URL"))
-        return
+    other_backend = "sqlite" if connection.vendor == "postgresql" else "postgres"
     selected, deselected = [], []
     for item in items:
-        (deselected if item.get_closest_marker("postgres") else selected).append(item)
+        (deselected if item.get_closest_marker(other_backend) else selected).append(item)
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = selected
@@ -264,3 +265,17 @@ def stack(transactional_db, q_name):
             flush_redis_keys(s.env["REDIS_URL"], q_name)
         print(f"--- up output ---\n{s.output()}")
         s.log.close()
+
+
+# --- the pipeline as production drives it (tests/desk.py) ----------------------------------
+
+@pytest.fixture
+def desk(strategy, alert_body, post_alert, run_queue):
+    from tests.desk import Desk
+
+    return Desk(alert_body, post_alert, run_queue)
+
+
+@pytest.fixture
+def other(db):
+    return StrategyFactory(name="other")

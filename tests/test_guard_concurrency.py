@@ -21,9 +21,9 @@ from orders.validation import validate_alert
 from orders.watcher import OrderWatcher
 from risk import guard
 from risk.models import GuardLock
+from tests.desk import queued
 from tests.factories import TEST_SECRET, StrategyFactory
 from tests.processes import run_together
-from tests.test_guard import queued
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

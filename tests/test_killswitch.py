@@ -14,8 +14,8 @@ from orders.models import EventKind, Status
 from orders.submission import submit_order
 from risk.killswitch import HALTED_TAG, REDUCING_TAG, effective_mode, set_mode
 from risk.models import KillSwitch, KillSwitchChange
+from tests.desk import assert_blocked, assert_passed, position, queued
 from tests.factories import trail
-from tests.test_guard import assert_blocked, assert_passed, desk, other, position, queued  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 

@@ -13,8 +13,8 @@ from orders import lifecycle
 from orders.models import BrokerPosition, EventKind, OrderEvent, Position, Status
 from orders.positions import Book, fill_increment, positions_from_orders
 from orders.watcher import OrderWatcher
+from tests.desk import assert_blocked, leg, position
 from tests.factories import OrderFactory, StrategyFactory
-from tests.test_guard import assert_blocked, desk, leg, other, position  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 

@@ -124,9 +124,8 @@ def test_burst_on_postgresql_and_redis_loses_nothing_and_connections_stay_bounde
     assert "too many clients" not in log and "Traceback" not in log, log[-4000:]
 
 
+@pytest.mark.sqlite
 def test_burst_on_sqlite_several_web_workers_never_meet_a_locked_database(stack, strategy, paper_instruments):
-    if connection.vendor != "sqlite":
-        pytest.skip("the SQLite variant; PostgreSQL has its own test above")
     desk = stack(ORDERDESK_WEB_WORKERS="3")
     statuses = deliver_all_at_once(desk.port, [alert(i) for i in range(ALERTS) for _ in range(DELIVERIES)])
 
