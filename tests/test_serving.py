@@ -6,6 +6,8 @@ development server opened one per concurrent request and ran out: 84 alerts lost
 import http.client
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -17,6 +19,7 @@ from django.db import connection
 from brokers.models import PaperOrder
 from orders.models import Alert, Order, Status
 from tests.factories import TEST_SECRET
+from tests.processes import BASE_DIR
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -183,3 +186,15 @@ def test_up_serves_with_gunicorn_beside_qcluster_and_the_orderwatcher_and_ctrl_c
     still_running = [pid for pid in processes if os.path.exists(f"/proc/{pid}") and
                      open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
     assert not still_running, {pid: processes[pid] for pid in still_running}
+
+
+def test_the_orderwatcher_process_outlives_an_unreachable_database():
+    """Under `up`, a child that exits stops the whole stack: a database that is down for a
+    while must not end the watcher (it retries each interval)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERDESK_")}
+    env.update(DATABASE_URL="postgres://postgres@127.0.0.1:1/nothing_listens", WATCHER_INTERVAL_S="0.2")
+    done = subprocess.run([sys.executable, "manage.py", "orderwatcher", "--seconds", "2"], cwd=BASE_DIR, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("passes=0")
+    assert done.stderr.count("could not take the lease; retrying") >= 3

@@ -1,10 +1,14 @@
+import logging
 import math
 import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.db import close_old_connections
 
 from orders.watcher import new_owner, run_watcher
+
+log = logging.getLogger("orderdesk.watcher")
 
 
 class Command(BaseCommand):
@@ -21,7 +25,15 @@ class Command(BaseCommand):
         # One run holds the lease for the whole time (renewed every pass); if another watcher
         # holds it, or takes it over, wait for it (or exit with --no-wait).
         while (remaining := deadline - time.monotonic()) > 0:
-            passes = run_watcher(owner, remaining)
+            try:
+                passes = run_watcher(owner, remaining)
+            except Exception:  # noqa: BLE001 - the database went away while taking the lease
+                if no_wait:
+                    raise
+                # Keep waiting for it rather than exit: under `up`, one child that exits stops all.
+                log.exception("watcher %s could not take the lease; retrying", owner)
+                close_old_connections()
+                passes = 0
             total += passes
             if passes == 0:
                 if no_wait:
