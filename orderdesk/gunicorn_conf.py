@@ -46,5 +46,9 @@ def post_worker_init(worker):
     app itself does it all and writes nothing."""
     from django.test import Client
 
-    response = Client(raise_request_exception=False).get("/api/health/", HTTP_HOST="localhost")
+    try:
+        response = Client(raise_request_exception=False).get("/api/health/", HTTP_HOST="localhost")
+    except Exception:  # noqa: BLE001 - a worker that could not warm up still serves
+        worker.log.exception("warm-up request failed")
+        return
     worker.log.info("warmed up: GET /api/health/ %s", response.status_code)
