@@ -64,7 +64,7 @@ def setup_django(tmpdir: str):
     from rest_framework.response import Response
     from rest_framework.views import APIView
 
-    from orders.views import read_body
+    from orders.webhook import read_body
 
     class NoopView(APIView):
         """The floor: DRF dispatch through the same middleware, reads the body, 201."""
@@ -328,7 +328,7 @@ def breakdown(caller, k: int):
     from django_q import tasks as q_tasks
     from django_q.signing import SignedPackage
 
-    from orders import lifecycle, services, views
+    from orders import lifecycle, services, webhook
     from orders.models import Strategy
 
     def sql_label(a):
@@ -337,7 +337,7 @@ def breakdown(caller, k: int):
 
     patch(WSGIHandler, "__call__", "WSGI + middleware + DRF + response (the rest)")
     for name in ("parse_json", "validate_alert", "redacted", "intake_response", "sender_ip", "read_body"):
-        patch(views, name, f"views.{name}")
+        patch(webhook, name, f"webhook.{name}")
     patch(Strategy, "authenticate", "Strategy.authenticate: ORM SELECT + sha256", static=True)
     patch(services, "_register", "services._register: own Python")
     patch(services, "evaluate", "blockers.evaluate")

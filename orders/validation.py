@@ -68,6 +68,8 @@ def parse_json(raw: bytes) -> dict:
         data = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise InvalidAlert({"body": [f"is not valid JSON: {str(exc)[:120]}"]}) from None
+    except InvalidOperation:  # Decimal refuses an exponent beyond its range, 1e99999999999999999999
+        raise InvalidAlert({"body": ["is not valid JSON: a number's exponent is out of range"]}) from None
     if not isinstance(data, dict):
         raise InvalidAlert({"body": ["must be a JSON object"]})
     _check_structure(data)

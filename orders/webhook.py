@@ -1,0 +1,157 @@
+"""The webhook's intake over HTTP: read, parse and authenticate one delivery, register it
+through the intake service, and say what to answer. Every refusal leaves a RejectedAlert.
+
+TradingView sends JSON as text/plain and cannot set headers, so the strategy's secret
+travels in the body. Every answer is JSON, and its status says whether sending the alert
+again can help (503) or not (4xx).
+"""
+
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest
+
+from .models import Source, Strategy
+from .serializers import intake_response
+from .services import record_rejected_alert, register_alert
+from .validation import InvalidAlert, parse_json, redact_text, redacted, validate_alert
+
+log = logging.getLogger("orderdesk.webhook")
+
+ACCEPTED_CONTENT_TYPES = ("application/json", "text/plain")
+UNAUTHORIZED = "unknown strategy or wrong secret"
+DATABASE_UNAVAILABLE = "database unavailable or busy: send the alert again shortly"
+INTERNAL_ERROR = "internal error"
+DEFAULT_RETRY_AFTER_S = 5
+
+
+@dataclass(frozen=True)
+class WebhookReply:
+    status: int
+    payload: dict
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def _read_at_most(read, size: int) -> bytes:
+    """A stream's read() may return less than asked before the end (PEP 3333 allows it on a
+    socket-backed input): keep reading until `size` bytes or the end, never more."""
+    chunks, total = [], 0
+    while total < size:
+        chunk = read(size - total)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
+def _declares_more_than(length: str, limit: int) -> bool:
+    # ASCII digits only: str.isdigit() also takes "²" (a Latin-1 header byte), which int()
+    # refuses, and int() refuses more than 4300 digits.
+    if not (length.isascii() and length.isdigit()):
+        return False
+    digits = length.lstrip("0")
+    return len(digits) > len(str(limit)) or int(digits or "0") > limit
+
+
+def read_body(request: HttpRequest, limit: int) -> bytes:
+    """At most limit + 1 bytes, with or without Content-Length."""
+    meta = request.META
+    length = meta.get("CONTENT_LENGTH")
+    if length and _declares_more_than(length, limit):
+        raise BodyTooLarge
+    # A chunked upload de-chunked by the server has no Content-Length, and Django's own
+    # stream would then read nothing: read the terminated WSGI input directly.
+    stream = meta["wsgi.input"] if not length and meta.get("wsgi.input_terminated") else request
+    data = _read_at_most(stream.read, limit + 1)
+    if len(data) > limit:
+        raise BodyTooLarge
+    return data
+
+
+def _ip_or_none(value: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return None  # a forged X-Forwarded-For must not fail the insert (inet on PostgreSQL)
+
+
+def sender_ip(request: HttpRequest) -> str | None:
+    if settings.WEBHOOK_TRUST_X_FORWARDED_FOR:
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+        if forwarded:
+            return _ip_or_none(forwarded.split(",")[0])
+    return _ip_or_none(request.META.get("REMOTE_ADDR") or "")
+
+
+@dataclass
+class _Delivery:
+    """What is known so far about one POST: what its RejectedAlert row can show."""
+
+    ip: str | None
+    raw: bytes = b""
+    data: dict | None = None
+
+    def record_refusal(self, status: int, reason: str) -> None:
+        if self.data is not None:
+            body = str(redacted(self.data))
+            name = self.data.get("strategy")
+        else:
+            body, name = redact_text(self.raw.decode("utf-8", "replace")), ""
+        record_rejected_alert(status_code=status, reason=reason, sender_ip=self.ip,
+                              strategy_name=name if isinstance(name, str) else "", body=body)
+
+    def refuse(self, status: int, reason: str | dict) -> WebhookReply:
+        self.record_refusal(status, str(reason))
+        log.info("webhook refused %s from %s: %s", status, self.ip, str(reason)[:300])
+        return WebhookReply(status, {"errors": reason} if isinstance(reason, dict) else {"detail": reason})
+
+
+def receive_webhook(request: HttpRequest) -> WebhookReply:
+    """One POST to the webhook, answered: 201/200 registered (200: a repeated alert_id),
+    4xx refused and recorded, 503 retry later, 500 our fault (logged and recorded)."""
+    delivery = _Delivery(sender_ip(request))
+    try:
+        return _receive(request, delivery)
+    except (OperationalError, InterfaceError) as exc:
+        # Unreachable, its pool exhausted, or (SQLite) still locked after the busy timeout:
+        # the intake is one transaction, so nothing is half-registered, and a retry can
+        # succeed. No RejectedAlert: the database that would hold it is the one failing.
+        log.error("webhook from %s answered 503, database unavailable or busy: %s", delivery.ip,
+                  str(exc).strip()[:300])
+        retry_after = getattr(settings, "WEBHOOK_RETRY_AFTER_S", DEFAULT_RETRY_AFTER_S)
+        return WebhookReply(503, {"detail": DATABASE_UNAVAILABLE}, {"Retry-After": str(retry_after)})
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: the client still gets JSON, we get the traceback
+        log.exception("webhook from %s failed with an internal error", delivery.ip)
+        delivery.record_refusal(500, f"{INTERNAL_ERROR}: {type(exc).__name__}: {exc}")
+        return WebhookReply(500, {"detail": INTERNAL_ERROR})
+
+
+def _receive(request: HttpRequest, delivery: _Delivery) -> WebhookReply:
+    content_type = request.content_type or ""
+    if content_type not in ACCEPTED_CONTENT_TYPES:
+        return delivery.refuse(415, f"content type {content_type[:60]!r} is not application/json or text/plain")
+    try:
+        delivery.raw = read_body(request, settings.WEBHOOK_MAX_BYTES)
+    except BodyTooLarge:
+        return delivery.refuse(413, f"body over {settings.WEBHOOK_MAX_BYTES} bytes")
+    except OSError as exc:  # the client went away mid-body (Django's UnreadablePostError, a reset)
+        return delivery.refuse(400, f"the body could not be read: {exc}")
+    try:
+        delivery.data = parse_json(delivery.raw)
+        alert = validate_alert(delivery.data)
+    except InvalidAlert as exc:
+        return delivery.refuse(400, exc.errors)
+    strategy = Strategy.authenticate(alert.strategy, alert.secret)
+    if strategy is None:
+        return delivery.refuse(401, UNAUTHORIZED)
+    result = register_alert(strategy=strategy, request=alert, source=Source.WEBHOOK, actor="webhook",
+                            payload=redacted(delivery.data), sender_ip=delivery.ip)
+    return WebhookReply(201 if result.created else 200, intake_response(result))
