@@ -244,6 +244,8 @@ class WatcherLease(models.Model):
     name = models.CharField(max_length=32, primary_key=True)
     owner = models.CharField(max_length=64, blank=True)
     expires_at = models.DateTimeField(default=timezone.now)
+    last_pass_at = models.DateTimeField(
+        null=True, blank=True, help_text="end of the holder's last completed pass (written with the lease)")
 
     def __str__(self):
         return f"{self.name} held by {self.owner or '-'} until {self.expires_at:%H:%M:%S}"

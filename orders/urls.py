@@ -1,6 +1,7 @@
 from django.urls import path
 
 from . import views
+from .health_views import HealthView
 
 urlpatterns = [
     path("webhook/", views.WebhookView.as_view(), name="webhook"),
@@ -10,4 +11,5 @@ urlpatterns = [
     path("orders/", views.OrderListView.as_view(), name="order-list"),
     # Command ids are hex: anything else (a NUL, which PostgreSQL refuses in a query) is a 404.
     path("orders/<slug:command_id>/", views.OrderDetailView.as_view(), name="order-detail"),
+    path("health/", HealthView.as_view(), name="health"),
 ]

@@ -73,13 +73,21 @@ def acquire_lease(owner: str) -> bool:
                 .update(owner=owner, expires_at=expires))
 
 
-def renew_lease(owner: str) -> bool:
+def _pass_recorded(last_pass_at) -> dict:
+    # The time of the holder's last pass rides along in the lease's own UPDATE (no query of
+    # its own); the WHERE clause, and so the compare-and-set, stays as it is.
+    return {} if last_pass_at is None else {"last_pass_at": last_pass_at}
+
+
+def renew_lease(owner: str, last_pass_at=None) -> bool:
     expires = timezone.now() + timedelta(seconds=settings.WATCHER_LEASE_TTL_S)
-    return bool(WatcherLease.objects.filter(name=LEASE_NAME, owner=owner).update(expires_at=expires))
+    return bool(WatcherLease.objects.filter(name=LEASE_NAME, owner=owner)
+                .update(expires_at=expires, **_pass_recorded(last_pass_at)))
 
 
-def release_lease(owner: str) -> None:
-    WatcherLease.objects.filter(name=LEASE_NAME, owner=owner).update(expires_at=timezone.now())
+def release_lease(owner: str, last_pass_at=None) -> None:
+    WatcherLease.objects.filter(name=LEASE_NAME, owner=owner).update(
+        expires_at=timezone.now(), **_pass_recorded(last_pass_at))
 
 
 def watcher_running() -> bool:
@@ -323,12 +331,15 @@ class OrderWatcher:
 def run_watcher(owner: str, seconds: float, interval: float | None = None, watcher: OrderWatcher | None = None) -> int:
     """Poll under the lease for about `seconds`; returns the number of passes (0: lease held
     elsewhere). The lease is renewed by compare-and-set before every pass after the first;
-    a renewal that fails (taken over, or the database unreachable) ends the run."""
+    a renewal that fails (taken over, or the database unreachable) ends the run. The lease's
+    last_pass_at (for /api/health/) is the end of the last pass that did not raise, written by
+    the next renewal or the release."""
     interval = settings.WATCHER_INTERVAL_S if interval is None else interval
     if not acquire_lease(owner):
         return 0
     deadline = time.monotonic() + seconds
     passes = 0
+    last_pass_at = None  # end of the last pass that did not raise; stored with the next lease write
     try:
         watcher = watcher or OrderWatcher()
         while True:
@@ -339,6 +350,7 @@ def run_watcher(owner: str, seconds: float, interval: float | None = None, watch
                 close_old_connections()
             try:
                 watcher.poll_once()
+                last_pass_at = timezone.now()
             except Exception:  # noqa: BLE001 - the loop outlives any single pass
                 log.exception("watcher pass failed")
             passes += 1
@@ -346,7 +358,7 @@ def run_watcher(owner: str, seconds: float, interval: float | None = None, watch
                 break
             time.sleep(interval)
             try:
-                renewed = renew_lease(owner)
+                renewed = renew_lease(owner, last_pass_at)
             except Exception:  # noqa: BLE001
                 log.exception("watcher %s could not renew its lease", owner)
                 renewed = False
@@ -355,7 +367,7 @@ def run_watcher(owner: str, seconds: float, interval: float | None = None, watch
                 break
     finally:
         try:
-            release_lease(owner)
+            release_lease(owner, last_pass_at)
         except Exception:  # noqa: BLE001 - it expires on its own
             log.exception("watcher %s could not release its lease", owner)
     return passes
