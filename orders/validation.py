@@ -20,6 +20,8 @@ PRICE_QUANTUM = Decimal(1).scaleb(-PRICE_DECIMALS)
 TEXT_MAX = 64
 MAX_DEPTH = 8  # object -> legs -> leg -> value is 4; anything much deeper is junk
 _QTY_TEXT = re.compile(r"[0-9]{1,12}")  # ASCII digits only: int() also takes "١٠"
+# ASCII decimal text: Decimal() also takes "१००", "1_000", "NaN" and surrounding junk.
+_PRICE_TEXT = re.compile(r"[0-9]{1,20}(\.[0-9]{1,20})?")
 _SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9&_.\-]{0,63}$")
 _ID_RE = re.compile(r"^[\x21-\x7e]{1,64}$")  # printable ASCII, no spaces
 
@@ -156,6 +158,8 @@ def _price(value, key: str, errors: dict) -> Decimal | None:
         return None
     try:
         if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
+            raise InvalidOperation
+        if isinstance(value, str) and not _PRICE_TEXT.fullmatch(value.strip()):
             raise InvalidOperation
         number = Decimal(value.strip() if isinstance(value, str) else value)
     except (InvalidOperation, ValueError):

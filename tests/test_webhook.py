@@ -224,6 +224,8 @@ def test_failure_after_enqueue_rolls_back_alert_orders_and_queue(strategy, alert
         ({"legs": [leg(order_type="LIMIT", price="123456789012.12345")]}, ("legs", 0, "price")),
         ({"legs": [leg(order_type="LIMIT", price="1.00001")]}, ("legs", 0, "price")),
         ({"legs": [leg(order_type="LIMIT", price="1e999999999")]}, ("legs", 0, "price")),
+        ({"legs": [leg(order_type="LIMIT", price="१००")]}, ("legs", 0, "price")),  # Decimal() reads 100
+        ({"legs": [leg(order_type="LIMIT", price="1_000")]}, ("legs", 0, "price")),  # Decimal() reads 1000
         ({"legs": [leg(), leg(qty="ten")]}, ("legs", 1, "qty")),
         ({"legs": [leg(symbol="RELIANCE EQ")]}, ("legs", 0, "symbol")),
         ({"legs": [leg(product="BO")]}, ("legs", 0, "product")),
