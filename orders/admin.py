@@ -85,7 +85,7 @@ class RejectedAlertAdmin(ReadOnlyAdmin):
 
 @admin.register(WatcherLease)
 class WatcherLeaseAdmin(ReadOnlyAdmin):
-    list_display = ["name", "owner", "expires_at"]
+    list_display = ["name", "owner", "expires_at", "last_pass_at"]
 
 
 @admin.register(Strategy)
