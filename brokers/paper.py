@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from .base import (BookEntry, Broker, BrokerInDoubt, PlaceOutcome, PlaceRequest, PlaceResult, Position, add_fill,
@@ -19,6 +20,7 @@ INVALID_SYMBOL = "Invalid Trading Symbol"  # Noren's wording
 LATE_REJECT_REASON = "RED:Margin Shortfall:INSUFFICIENT BALANCE"
 CANCEL_REASON = "Canceled by exchange: IOC remainder"
 ID_ATTEMPTS = 5
+FILL_BATCH = 500  # orders per fill UPDATE (bound on the statement's parameters)
 
 
 def _new_broker_order_id(now) -> str:
@@ -68,16 +70,22 @@ class PaperBroker(Broker):
     def _advance(self) -> None:
         """Move every due OPEN order one step (compare-and-set, so concurrent readers agree)."""
         now = timezone.now()
-        for order in PaperOrder.objects.filter(status="OPEN", due_at__lte=now):
-            changes = {}
+        due = list(PaperOrder.objects.filter(status="OPEN", due_at__lte=now))
+        # The common case, a plain fill, is one UPDATE for all due orders: on SQLite every
+        # statement outside a transaction takes the database's one write lock, and a write
+        # per filled order made the watcher queue for it once per order, every pass.
+        stepwise = (Behaviour.REJECT_LATER, Behaviour.CANCEL_AFTER_PARTIAL)
+        plain = [order.pk for order in due if order.behaviour not in stepwise]
+        for start in range(0, len(plain), FILL_BATCH):
+            PaperOrder.objects.filter(pk__in=plain[start:start + FILL_BATCH], status="OPEN").update(
+                status="COMPLETE", filled_qty=F("qty"), avg_price=F("fill_price"))
+        for order in (o for o in due if o.behaviour in stepwise):
             if order.behaviour == Behaviour.REJECT_LATER:
                 changes = {"status": "REJECTED", "reason": LATE_REJECT_REASON}
-            elif order.behaviour == Behaviour.CANCEL_AFTER_PARTIAL and order.filled_qty == 0 and order.qty > 1:
+            elif order.filled_qty == 0 and order.qty > 1:  # CANCEL_AFTER_PARTIAL, first step
                 changes = {"filled_qty": order.qty // 2, "avg_price": order.fill_price, "due_at": now + self._delay()}
-            elif order.behaviour == Behaviour.CANCEL_AFTER_PARTIAL:
-                changes = {"status": "CANCELED", "reason": CANCEL_REASON}
             else:
-                changes = {"status": "COMPLETE", "filled_qty": order.qty, "avg_price": order.fill_price}
+                changes = {"status": "CANCELED", "reason": CANCEL_REASON}
             PaperOrder.objects.filter(pk=order.pk, status="OPEN", filled_qty=order.filled_qty).update(**changes)
 
     def _todays_orders(self):

@@ -10,6 +10,7 @@ and left to the OrderWatcher, which re-enqueues CREATED orders whose task never 
 import logging
 
 from django.db import DEFAULT_DB_ALIAS, transaction
+from django_q.brokers import Broker, get_broker
 from django_q.conf import Conf
 from django_q.tasks import async_task
 
@@ -29,6 +30,26 @@ def queue_in_database(using: str = DEFAULT_DB_ALIAS) -> bool:
     return bool(Conf.ORM) and Conf.ORM == using
 
 
+_brokers: dict[tuple, Broker] = {}
+
+
+def _broker() -> Broker | None:
+    """The django-q2 broker to push to, one per process for a queue outside the database.
+    async_task without one builds a new broker per call, and for Redis that is a new
+    connection pool, so a TCP connect and handshake in every webhook request (measured under
+    `manage.py up`: a fifth of a web worker's time). redis-py's pool is thread-safe and
+    reconnects after a fork. None (async_task's own default) for the ORM queue, whose broker
+    holds nothing but uses the caller's database connection. Keyed by the settings that
+    choose the broker, which tests change at run time."""
+    if queue_in_database():
+        return None
+    key = (Conf.BROKER_CLASS, Conf.IRON_MQ, repr(Conf.SQS), repr(Conf.REDIS), Conf.ORM, Conf.CLUSTER_NAME)
+    broker = _brokers.get(key)
+    if broker is None:
+        broker = _brokers[key] = get_broker()
+    return broker
+
+
 def _push_submissions(command_ids: list[str]) -> None:
     """Runs after the commit on a non-database queue. The orders are already registered and
     the intake has answered for them, so a broker error must not turn into an error of the
@@ -36,7 +57,7 @@ def _push_submissions(command_ids: list[str]) -> None:
     the watcher's lost-task re-enqueue pick them up (the submission claim makes that safe)."""
     for command_id in command_ids:
         try:
-            async_task(SUBMIT_TASK, command_id, task_name=f"submit {command_id}")
+            async_task(SUBMIT_TASK, command_id, task_name=f"submit {command_id}", broker=_broker())
         except Exception:  # noqa: BLE001 - see above
             log.exception("could not enqueue submission of order %s; the watcher will re-enqueue it", command_id)
 
@@ -54,4 +75,4 @@ def enqueue_submissions(command_ids: list[str]) -> None:
 
 
 def enqueue_watcher() -> None:
-    async_task(WATCH_TASK, task_name="orderwatcher")
+    async_task(WATCH_TASK, task_name="orderwatcher", broker=_broker())
