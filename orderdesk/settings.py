@@ -59,15 +59,15 @@ def database_from_url(url: str, role: str = "worker") -> dict:
         options.update({
             # IMMEDIATE: a writer takes the lock when its transaction starts, so two writers
             # queue on the busy timeout instead of failing with "database is locked" later.
-            # The timeout is the longest wait for the lock (orderdesk.sqlite polls for it).
+            # The busy timeout only matters for writers outside orderdesk.sqlite's queue.
             "transaction_mode": "IMMEDIATE",
             "timeout": 30,
             # Checkpoints run in the watcher's pass (PASSIVE), not inside a request; this
             # is only the backstop.
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=20000;",
         })
-        # Django's back end, waiting for the write lock in short steps instead of SQLite's
-        # 1..100 ms busy-handler sleeps (measured reason in orderdesk/sqlite/base.py).
+        # Django's back end with writers queued on a flock() instead of SQLite's 1..100 ms
+        # busy-handler sleeps (measured reason in orderdesk/sqlite/base.py).
         db["ENGINE"] = "orderdesk.sqlite"
         db.update({
             # A new SQLite connection per request costs more than the intake's own queries.

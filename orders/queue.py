@@ -74,5 +74,10 @@ def enqueue_submissions(command_ids: list[str]) -> None:
         transaction.on_commit(lambda: _push_submissions(command_ids))
 
 
+def tasks_waiting() -> int:
+    """Tasks in the queue that no worker has taken yet (ORM or Redis broker alike)."""
+    return (_broker() or get_broker()).queue_size()
+
+
 def enqueue_watcher() -> None:
     async_task(WATCH_TASK, task_name="orderwatcher", broker=_broker())

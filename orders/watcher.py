@@ -22,7 +22,7 @@ from brokers.registry import get_broker
 
 from . import lifecycle
 from .models import BrokerPosition, EventKind, Order, OrderEvent, Status, WatcherLease
-from .queue import enqueue_submissions
+from .queue import enqueue_submissions, tasks_waiting
 from .tradingday import trading_day_start
 
 log = logging.getLogger("orderdesk.watcher")
@@ -320,6 +320,13 @@ class OrderWatcher:
         self.requeued_at = {pk: t for pk, t in self.requeued_at.items() if pk in stuck}
         clock = time.monotonic()
         due = [pk for pk in stuck if clock - self.requeued_at.get(pk, -1e9) >= settings.REQUEUE_CREATED_AFTER_S]
+        if due and (waiting := tasks_waiting()):
+            # Not lost, only behind others: a resend would add a task per order to a queue that
+            # is already behind (each costing a dequeue and a lost claim), and under a burst
+            # that feeds itself. Resent once the queue has drained, if still CREATED.
+            log.info("%d CREATED orders waited over %gs behind %d queued tasks; not re-enqueued",
+                     len(due), settings.REQUEUE_CREATED_AFTER_S, waiting)
+            return
         if due:
             log.warning("re-enqueueing %d CREATED orders whose submission did not run", len(due))
             enqueue_submissions([stuck[pk] for pk in due])

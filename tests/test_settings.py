@@ -29,7 +29,7 @@ def load_settings(monkeypatch, **env):
 def test_defaults_sqlite_wal_immediate_busy_timeout_and_the_orm_queue(monkeypatch):
     s = load_settings(monkeypatch)
     db = s.DATABASES["default"]
-    assert db["ENGINE"] == "orderdesk.sqlite"  # Django's, polling for the write lock in short steps
+    assert db["ENGINE"] == "orderdesk.sqlite"  # Django's, writers queued on a flock()
     assert Path(db["NAME"]).parent == SETTINGS_FILE.parent.parent / "db"
     assert db["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
     assert db["OPTIONS"]["timeout"] >= 5

@@ -1,84 +1,110 @@
-"""orderdesk.sqlite: the write lock is waited for in short steps, and only where a busy answer
-has changed nothing (BEGIN IMMEDIATE, an autocommit statement)."""
+"""orderdesk.sqlite: writers wait for one another on a flock() beside the database (the kernel
+hands it over the moment it is free, no polling); reads never wait; a writer outside the back
+end still meets SQLite's own busy timeout."""
 
 import sqlite3
 import threading
 import time
 
 import pytest
+from django.db import connections
+from django.db.backends.sqlite3.base import DatabaseWrapper as StockWrapper
 
-from orderdesk.sqlite.base import Connection, Cursor
+from orderdesk.sqlite.base import DatabaseWrapper
+
+pytestmark = pytest.mark.sqlite
 
 
 @pytest.fixture
-def database(tmp_path):
-    path = tmp_path / "lock.sqlite3"
-    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    holder.execute("PRAGMA journal_mode=WAL")
-    holder.execute("CREATE TABLE t (x INTEGER)")
-    yield path, holder
-    holder.close()
+def wrappers(tmp_path, django_db_blocker):
+    """Two Django connections of this back end on one new database file (as two processes
+    or threads of the stack would hold), and the path."""
+    path = tmp_path / "queue.sqlite3"
+    settings = {"NAME": str(path), "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 5,
+                                               "init_command": "PRAGMA journal_mode=WAL;"},
+                "CONN_MAX_AGE": 0, "CONN_HEALTH_CHECKS": False, "AUTOCOMMIT": True, "ATOMIC_REQUESTS": False,
+                "TIME_ZONE": None, "USER": "", "PASSWORD": "", "HOST": "", "PORT": "", "TEST": {}}
+    with django_db_blocker.unblock():  # connections of their own, not the test database
+        made = [DatabaseWrapper(dict(settings), alias=f"queue{i}") for i in range(2)]
+        made[0].cursor().execute("CREATE TABLE t (x INTEGER)")
+        yield made, path
+        for w in made:
+            w.close()
 
 
-def waiter(path, lock_wait_s: float) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, timeout=0, factory=Connection)
-    conn.lock_wait_s = lock_wait_s
-    return conn
+def begin(wrapper):
+    """What transaction.atomic() does first on SQLite."""
+    wrapper.ensure_connection()
+    wrapper._start_transaction_under_autocommit()
 
 
-def hold_lock(holder, seconds: float) -> threading.Thread:
-    holder.execute("BEGIN IMMEDIATE")
-    release = threading.Timer(seconds, holder.execute, ("COMMIT",))
-    release.start()
-    return release
+def test_a_second_writer_waits_on_the_queue_and_proceeds_the_moment_the_first_commits(wrappers):
+    (first, second), _ = wrappers
+    begin(first)
+    first.cursor().execute("INSERT INTO t VALUES (1)")
+    started, result = threading.Event(), {}
+    second.inc_thread_sharing()  # used from the writer thread below
+
+    def write():
+        started.set()
+        t0 = time.monotonic()
+        second.cursor().execute("INSERT INTO t VALUES (2)")  # autocommit: queued on its own
+        result["waited"] = time.monotonic() - t0
+        result["at"] = time.monotonic()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    started.wait()
+    time.sleep(0.3)
+    assert "waited" not in result  # still queued behind the open transaction
+    committed_at = time.monotonic()
+    first._commit()
+    writer.join(timeout=5)
+    assert result["waited"] >= 0.3
+    assert result["at"] - committed_at < 0.1  # handed over at once, not at the next poll
+    assert first.cursor().execute("SELECT count(*) FROM t").fetchone()[0] == 2
 
 
-@pytest.mark.parametrize("statement", ["BEGIN IMMEDIATE", "INSERT INTO t VALUES (1)"])
-def test_a_writer_waits_for_the_lock_and_gets_it_when_released(database, statement):
-    path, holder = database
-    conn = waiter(path, lock_wait_s=10)
-    release = hold_lock(holder, 0.2)
-    started = time.monotonic()
-    conn.cursor(factory=Cursor).execute(statement)  # SQLite's own timeout is 0: this would fail at once
-    waited = time.monotonic() - started
-    release.join()
-    assert 0.15 <= waited < 1.0
-    if conn.in_transaction:
-        conn.execute("INSERT INTO t VALUES (2)")
-        conn.execute("COMMIT")
-    assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 1
+def test_reads_never_wait_for_a_writer(wrappers):
+    (first, second), _ = wrappers
+    begin(first)
+    first.cursor().execute("INSERT INTO t VALUES (1)")
+    t0 = time.monotonic()
+    assert second.cursor().execute("SELECT count(*) FROM t").fetchone()[0] == 0  # WAL: the committed state
+    assert time.monotonic() - t0 < 0.1
+    first._rollback()
 
 
-def test_still_locked_after_the_timeout_is_database_is_locked(database):
-    path, holder = database
-    conn = waiter(path, lock_wait_s=0.3)
-    release = hold_lock(holder, 1.5)
-    started = time.monotonic()
-    with pytest.raises(sqlite3.OperationalError, match="locked"):
-        conn.cursor(factory=Cursor).execute("BEGIN IMMEDIATE")
-    assert 0.3 <= time.monotonic() - started < 1.5
-    release.join()
+def test_rollback_and_close_let_the_next_writer_in(wrappers):
+    (first, second), _ = wrappers
+    begin(first)
+    first._rollback()
+    begin(second)  # would block forever if the rollback had kept the queue
+    second._commit()
+    begin(first)
+    first.close()  # a connection closed mid-transaction (a killed request) lets go too
+    second.cursor().execute("INSERT INTO t VALUES (3)")
+    assert second.cursor().execute("SELECT count(*) FROM t").fetchone()[0] == 1
 
 
-def test_inside_a_transaction_nothing_is_retried(database):
-    path, holder = database
-    conn = waiter(path, lock_wait_s=10)
-    conn.execute("BEGIN")  # deferred: holds no write lock yet
-    conn.execute("SELECT count(*) FROM t").fetchone()
-    release = hold_lock(holder, 0.5)
-    started = time.monotonic()
-    with pytest.raises(sqlite3.OperationalError):
-        conn.cursor(factory=Cursor).execute("INSERT INTO t VALUES (1)")
-    assert time.monotonic() - started < 0.3  # answered at once, not waited for
-    conn.execute("ROLLBACK")
-    release.join()
+def test_a_writer_outside_the_back_end_still_meets_sqlites_busy_timeout(wrappers):
+    (first, _), path = wrappers
+    outsider = sqlite3.connect(path, isolation_level=None)
+    outsider.execute("BEGIN IMMEDIATE")
+    first.settings_dict["OPTIONS"]["timeout"] = 0.2
+    first.close()
+    t0 = time.monotonic()
+    with pytest.raises(Exception, match="locked"):
+        begin(first)
+    assert 0.2 <= time.monotonic() - t0 < 2
+    outsider.execute("ROLLBACK")
+    outsider.close()
+    begin(first)  # the failed BEGIN did not keep the queue
+    first._commit()
 
 
 def test_django_uses_it_on_sqlite(db):
-    from django.db import connection
-
-    if connection.vendor != "sqlite":
-        pytest.skip("SQLite only")
-    connection.ensure_connection()
-    assert isinstance(connection.connection, Connection)
-    assert connection.connection.lock_wait_s >= 5
+    default = connections["default"]
+    assert isinstance(default, DatabaseWrapper) and isinstance(default, StockWrapper)
+    default.ensure_connection()
+    assert default.connection.writer_queue is not None

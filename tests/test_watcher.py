@@ -15,7 +15,7 @@ from brokers.base import BookEntry, Broker, BrokerUnavailable, normalize_status
 from brokers.models import Behaviour, PaperInstrument, PaperOrder
 from orders import lifecycle
 from orders.models import EventKind, Order, Position, Status
-from orders.queue import SUBMIT_TASK
+from orders.queue import SUBMIT_TASK, enqueue_submissions
 from orders.submission import submit_order
 from orders.watcher import OrderWatcher
 from tests.factories import OrderFactory
@@ -282,6 +282,21 @@ def test_lost_created_order_is_re_enqueued_once(settings):
     poll(watcher=watcher)  # not again on the very next pass
     assert queued_submissions() == [(lost.command_id,)]
     assert fresh.command_id not in str(queued_submissions())
+
+
+def test_created_orders_behind_a_busy_queue_are_not_re_enqueued_until_it_drains(settings):
+    """Under a burst, orders wait in the queue longer than REQUEUE_CREATED_AFTER_S without
+    being lost: resending them would double the queue's work."""
+    settings.REQUEUE_CREATED_AFTER_S = 10
+    behind = OrderFactory()
+    backdate(behind, 11, field="created_at")
+    enqueue_submissions([OrderFactory().command_id])  # another order's task still waits
+    watcher = OrderWatcher(FakeBroker())
+    poll(watcher=watcher)
+    assert (behind.command_id,) not in queued_submissions()
+    OrmQ.objects.all().delete()  # the queue drained, and this order's task was lost after all
+    poll(watcher=watcher)
+    assert queued_submissions() == [(behind.command_id,)]
 
 
 def _raise_for(victim, monkeypatch, broker):

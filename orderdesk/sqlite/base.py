@@ -1,95 +1,139 @@
-"""Django's SQLite back end, waiting for the write lock in short, even steps.
+"""Django's SQLite back end, with writers queued in the kernel instead of SQLite's sleeps.
 
 SQLite admits one writer at a time. A connection that finds the write lock taken calls
 SQLite's busy handler, which sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, then 100 ms
-between attempts. Under `manage.py up` (web threads, django-q2's pusher and monitor, the
-workers and the watcher all writing) every waiter soon sleeps 25-100 ms at a time while the
-lock, held for a few milliseconds per transaction, is taken by whoever happens to be awake:
-measured with benchmarks/flow.py (8 clients, SQLite, same run, noisy 2-core machine), the
-webhook's p99 was 860-960 ms (p99/p50 24-64x, max 1.6-2.7 s) with SQLite's handler and
-286-476 ms (p99/p50 5-6x, max 0.5-0.8 s) with the steps below, at about the same accepted
-alerts/s. Python's sqlite3 has no busy-handler hook, so SQLite's own busy timeout is 0 here
-and this module tries again, after LOCK_POLL_S doubling up to LOCK_POLL_MAX_S, for as long as
-OPTIONS["timeout"] (its meaning unchanged: the longest wait before "database is locked").
+between attempts, so under `manage.py up` (web threads, django-q2's pusher and monitor, the
+workers and the watcher all writing) the lock, held a millisecond or two per transaction,
+often sat free while every waiter slept: measured with benchmarks/flow.py (8 clients), the
+webhook's p99 was 0.9-1.9 s. Polling for it in 1-2 ms steps instead cut that to 0.3-0.5 s
+but burnt the CPU the holder needed (18 ms of CPU per alert across the stack, two thirds
+of it waiting). Here every writer first takes an exclusive flock() on a file beside the
+database (`<name>-writer`), which the kernel hands to the next waiter the moment the holder
+lets go, without polling; the holder then meets no contention at BEGIN IMMEDIATE.
 
-Retried, and only these, because a busy answer to them has changed nothing:
-- BEGIN IMMEDIATE, the start of every transaction.atomic block (nothing has run yet);
-- a statement in autocommit mode outside any transaction, as django-q2's queue writes are
-  (its implicit transaction could not start, so nothing was written);
-- the init commands of a new connection.
-Nothing inside an open transaction is retried: it already holds the write lock.
+Who takes it: BEGIN IMMEDIATE (every transaction.atomic block) until its COMMIT or ROLLBACK,
+and a statement other than a SELECT run outside any transaction (django-q2's queue writes,
+single updates), for that statement. Reads never wait: WAL readers need no lock. One flock
+per connection (one open file each), so the threads of a process queue like processes do,
+and a process that dies lets go with it. SQLite's own busy timeout stays as the backstop for
+writers outside this back end (a sqlite3 shell, another program).
 """
 
-import time
+import fcntl
+import os
 
 from django.db.backends.sqlite3 import base
 
-SQLITE_BUSY = 5  # primary result code; the extended BUSY_* codes share it in their low byte
-LOCK_POLL_S = 0.001
-LOCK_POLL_MAX_S = 0.002
 
+class WriterQueue:
+    """An exclusive flock() on `<database>-writer`, taken and released by one connection."""
 
-def _busy(exc: Exception) -> bool:
-    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == SQLITE_BUSY
+    def __init__(self, database_path: str):
+        self.fd = os.open(f"{database_path}-writer", os.O_RDWR | os.O_CREAT, 0o600)
+        self.held = False
 
+    def acquire(self) -> bool:
+        """Whether this call took it (False: this connection already holds it)."""
+        if self.held:
+            return False
+        fcntl.flock(self.fd, fcntl.LOCK_EX)  # blocks in the kernel; the GIL is released
+        self.held = True
+        return True
 
-class Connection(base.Database.Connection):
-    lock_wait_s = 5.0  # set from OPTIONS["timeout"] for each new connection
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
 
-    def retry_busy(self, fn, *args):
-        try:
-            return fn(*args)
-        except base.Database.OperationalError as exc:
-            if not _busy(exc):
-                raise
-        deadline = time.monotonic() + self.lock_wait_s
-        delay = LOCK_POLL_S
-        while True:
-            time.sleep(delay)
-            try:
-                return fn(*args)
-            except base.Database.OperationalError as exc:
-                if not _busy(exc) or time.monotonic() >= deadline:
-                    raise
-            delay = min(delay * 2, LOCK_POLL_MAX_S)
+    def close(self) -> None:
+        self.release()
+        os.close(self.fd)
 
 
 class Cursor(base.SQLiteCursorWrapper):
-    def _retryable(self) -> bool:
-        # isolation_level None: Django's autocommit mode (sqlite3 adds no implicit BEGIN).
-        return self.connection.isolation_level is None and not self.connection.in_transaction
-
     def execute(self, query, params=None):
-        if self._retryable():
-            return self.connection.retry_busy(super().execute, query, params)
-        return super().execute(query, params)
+        queue = self._queue_for(query)
+        if queue is None:
+            return super().execute(query, params)
+        taken = queue.acquire()
+        try:
+            return super().execute(query, params)
+        finally:
+            if taken:
+                queue.release()
 
     def executemany(self, query, param_list):
-        if self._retryable():
-            param_list = list(param_list)  # a failed attempt must not have consumed it
-            return self.connection.retry_busy(super().executemany, query, param_list)
-        return super().executemany(query, param_list)
+        queue = self._queue_for(query)
+        if queue is None:
+            return super().executemany(query, param_list)
+        taken = queue.acquire()
+        try:
+            return super().executemany(query, param_list)
+        finally:
+            if taken:
+                queue.release()
+
+    def _queue_for(self, query: str) -> WriterQueue | None:
+        """The writer queue when this statement writes on its own (autocommit, outside any
+        transaction); None inside a transaction (BEGIN took it) and for reads."""
+        queue = getattr(self.connection, "writer_queue", None)
+        if queue is None or self.connection.in_transaction or query.lstrip()[:6].upper() == "SELECT":
+            return None
+        return queue
+
+
+class Connection(base.Database.Connection):
+    writer_queue: WriterQueue | None = None
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
     def get_connection_params(self):
         params = super().get_connection_params()
-        self._lock_wait_s = float(params.get("timeout", Connection.lock_wait_s))
-        params["timeout"] = 0  # SQLite's busy handler off: Connection.retry_busy waits instead
         params["factory"] = Connection
         return params
 
     def get_new_connection(self, conn_params):
-        # Django's own, with each statement retried while the database is busy.
-        conn = base.Database.connect(**conn_params)
-        conn.lock_wait_s = self._lock_wait_s
-        base.register_functions(conn)
-        conn.retry_busy(conn.execute, "PRAGMA foreign_keys = ON")
-        conn.retry_busy(conn.execute, "PRAGMA legacy_alter_table = OFF")
-        for init_command in self.init_commands:
-            if init_command := init_command.strip():
-                conn.retry_busy(conn.execute, init_command)
+        conn = super().get_new_connection(conn_params)
+        if not self.is_in_memory_db():
+            conn.writer_queue = WriterQueue(self.settings_dict["NAME"])
         return conn
 
     def create_cursor(self, name=None):
         return self.connection.cursor(factory=Cursor)
+
+    def _start_transaction_under_autocommit(self):
+        queue = getattr(self.connection, "writer_queue", None)
+        if queue is None:
+            return super()._start_transaction_under_autocommit()
+        queue.acquire()
+        try:
+            # BEGIN runs through Cursor, which finds the queue held and leaves it so.
+            super()._start_transaction_under_autocommit()
+        except BaseException:
+            queue.release()
+            raise
+
+    def _commit(self):
+        try:
+            return super()._commit()
+        finally:
+            self._release_writer()
+
+    def _rollback(self):
+        try:
+            return super()._rollback()
+        finally:
+            self._release_writer()
+
+    def _close(self):
+        queue = getattr(self.connection, "writer_queue", None)
+        try:
+            return super()._close()
+        finally:
+            if queue is not None:
+                queue.close()
+
+    def _release_writer(self):
+        queue = getattr(self.connection, "writer_queue", None)
+        if queue is not None and not self.connection.in_transaction:
+            queue.release()
