@@ -53,6 +53,7 @@ def setup_django(tmpdir: str):
     sys.path.insert(0, str(ROOT))
     os.environ["DATABASE_URL"] = f"sqlite:///{tmpdir}/bench.sqlite3"  # absolute path -> sqlite:////tmp/...
     os.environ["DJANGO_SETTINGS_MODULE"] = "orderdesk.settings"
+    os.environ.setdefault("SECRET_KEY", "bench-intake-" + os.urandom(16).hex())  # a throwaway database
     os.environ.pop("REDIS_URL", None)  # the embedded default: django-q2 ORM broker
     import django
 

@@ -120,7 +120,7 @@ def short_busy_timeout(transactional_db):
     options["timeout"] = saved
 
 
-@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's database-wide write lock")
+@pytest.mark.sqlite  # SQLite's database-wide write lock
 @pytest.mark.django_db(transaction=True)
 def test_sqlite_locked_past_the_busy_timeout_is_a_503(strategy, alert_body, post_alert, short_busy_timeout):
     other_writer = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
