@@ -52,23 +52,16 @@ class WriterQueue:
 
 class Cursor(base.SQLiteCursorWrapper):
     def execute(self, query, params=None):
-        queue = self._queue_for(query)
-        if queue is None:
-            return super().execute(query, params)
-        taken = queue.acquire()
-        try:
-            return super().execute(query, params)
-        finally:
-            if taken:
-                queue.release()
+        return self._queued(super().execute, query, params)
 
     def executemany(self, query, param_list):
+        return self._queued(super().executemany, query, param_list)
+
+    def _queued(self, run, query, params):
         queue = self._queue_for(query)
-        if queue is None:
-            return super().executemany(query, param_list)
-        taken = queue.acquire()
+        taken = queue is not None and queue.acquire()
         try:
-            return super().executemany(query, param_list)
+            return run(query, params)
         finally:
             if taken:
                 queue.release()
