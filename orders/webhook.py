@@ -25,7 +25,6 @@ ACCEPTED_CONTENT_TYPES = ("application/json", "text/plain")
 UNAUTHORIZED = "unknown strategy or wrong secret"
 DATABASE_UNAVAILABLE = "database unavailable or busy: send the alert again shortly"
 INTERNAL_ERROR = "internal error"
-DEFAULT_RETRY_AFTER_S = 5
 
 
 @dataclass(frozen=True)
@@ -126,8 +125,8 @@ def receive_webhook(request: HttpRequest) -> WebhookReply:
         # succeed. No RejectedAlert: the database that would hold it is the one failing.
         log.error("webhook from %s answered 503, database unavailable or busy: %s", delivery.ip,
                   str(exc).strip()[:300])
-        retry_after = getattr(settings, "WEBHOOK_RETRY_AFTER_S", DEFAULT_RETRY_AFTER_S)
-        return WebhookReply(503, {"detail": DATABASE_UNAVAILABLE}, {"Retry-After": str(retry_after)})
+        return WebhookReply(503, {"detail": DATABASE_UNAVAILABLE},
+                            {"Retry-After": str(settings.WEBHOOK_RETRY_AFTER_S)})
     except Exception as exc:  # noqa: BLE001 - a bug of ours: the client still gets JSON, we get the traceback
         log.exception("webhook from %s failed with an internal error", delivery.ip)
         delivery.record_refusal(500, f"{INTERNAL_ERROR}: {type(exc).__name__}: {exc}")
