@@ -7,3 +7,7 @@ import os
 os.environ.setdefault("SECRET_KEY", "orderdesk-test-suite-key-not-for-any-deployment-0123456789")
 
 from orderdesk.settings import *  # noqa: E402,F403
+
+# WhiteNoise warns on every app start when the collected files' folder is missing (only
+# `manage.py up` collects into it).
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405
