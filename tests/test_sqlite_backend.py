@@ -75,6 +75,16 @@ def test_reads_never_wait_for_a_writer(wrappers):
     first._rollback()
 
 
+def test_the_watchers_passive_checkpoint_does_not_queue_behind_writers(wrappers):
+    (first, second), _ = wrappers
+    begin(first)
+    first.cursor().execute("INSERT INTO t VALUES (1)")
+    t0 = time.monotonic()
+    second.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)")
+    assert time.monotonic() - t0 < 0.1
+    first._commit()
+
+
 def test_rollback_and_close_let_the_next_writer_in(wrappers):
     (first, second), _ = wrappers
     begin(first)
