@@ -78,7 +78,8 @@ class ConnectionSampler(threading.Thread):
         with psycopg.connect(**self.dsn, autocommit=True) as conn:
             while not self.done.is_set():
                 [(count,)] = conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 ).fetchall()
                 self.peak = max(self.peak, count)
                 time.sleep(0.02)

@@ -225,7 +225,8 @@ def test_oauth_without_a_stored_session_sends_nothing(fake_noren, shoonya_oauth_
     assert fake_noren.calls == []
 
 
-def test_shoonya_login_command_stores_the_session_and_never_prints_the_token(fake_noren, shoonya_oauth_without_session, capsys):
+def test_shoonya_login_command_stores_the_session_and_never_prints_the_token(fake_noren, shoonya_oauth_without_session,
+                                                                          capsys):
     code = fake_noren.issue_auth_code()
     call_command("shoonya_login", f"https://example.invalid/redirect?code={code}&state=x")
     [exchange] = fake_noren.calls_to("GenAcsTok")
@@ -239,7 +240,8 @@ def test_shoonya_login_command_stores_the_session_and_never_prints_the_token(fak
         call_command("shoonya_login", "not-a-code")
 
 
-def test_shoonya_login_prints_the_url_and_reads_the_code(fake_noren, shoonya_oauth_without_session, capsys, monkeypatch):
+def test_shoonya_login_prints_the_url_and_reads_the_code(fake_noren, shoonya_oauth_without_session, capsys,
+                                                         monkeypatch):
     monkeypatch.setattr("builtins.input", lambda prompt: fake_noren.issue_auth_code())
     call_command("shoonya_login")
     out = capsys.readouterr().out
