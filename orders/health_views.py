@@ -7,31 +7,21 @@ stalled watcher or a missing broker session would also stop alerts being recorde
 import logging
 
 from django.db import DatabaseError
-from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .health import DOWN, health_report
+from .views import AlwaysJSON
 
 log = logging.getLogger("orderdesk.health")
-
-
-class JSONOnly(BaseContentNegotiation):
-    """JSON whatever the Accept header says (a probe must not get a 406)."""
-
-    def select_parser(self, request, parsers):
-        return None  # GET only: no body
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        return renderers[0], renderers[0].media_type
 
 
 class HealthView(APIView):
     permission_classes = [AllowAny]
     renderer_classes = [JSONRenderer]
-    content_negotiation_class = JSONOnly
+    content_negotiation_class = AlwaysJSON
     throttle_classes: list = []  # a throttle would authenticate (and may read the database)
 
     def perform_authentication(self, request):

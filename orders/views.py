@@ -14,11 +14,11 @@ from .webhook import receive_webhook
 
 
 class AlwaysJSON(BaseContentNegotiation):
-    """The webhook answers JSON whatever the Accept header says: a 406 would drop the alert
-    without a record."""
+    """JSON whatever the Accept header says: a 406 would drop a webhook alert without a
+    record, or fail a health probe."""
 
     def select_parser(self, request, parsers):
-        return None  # orders.webhook reads the body itself
+        return None  # the webhook reads its body itself (orders.webhook); health takes none
 
     def select_renderer(self, request, renderers, format_suffix=None):
         return renderers[0], renderers[0].media_type
