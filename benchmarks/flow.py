@@ -1,6 +1,7 @@
 """The whole flow over HTTP: `manage.py up`'s real stack under 8 keep-alive clients.
 
-    .venv/bin/python benchmarks/flow.py [--seconds 15] [--clients 8] [--backend sqlite|postgres|both] [--keep]
+    .venv/bin/python benchmarks/flow.py [--seconds 15] [--clients 8] [--backend sqlite|postgres|both]
+                                        [--web-only] [--keep]
 
 For each back end it starts `manage.py up --addr 127.0.0.1:PORT` as a subprocess in its own
 process group (gunicorn with orderdesk/gunicorn_conf.py, `qcluster`, `orderwatcher`), with
@@ -35,6 +36,10 @@ broker-ack latency from the audit rows (OrderEvent CREATED -> BROKER_ACCEPTED), 
 connections (PostgreSQL: pg_stat_activity; SQLite: descriptors open on the database file in
 the stack's processes) and the same server's requests/s on a cheap GET at N clients. The goals
 are printed next to the figures. Not a timed test, not run by CI: it prints figures.
+
+--web-only stops (SIGSTOP) the `qcluster` and `orderwatcher` process groups for the N-client
+load and resumes them after it: the web tier's own ceiling, with the whole machine to itself.
+The backlog then drains once they resume, so orders/s during the load reads 0.
 """
 
 import argparse
@@ -79,6 +84,8 @@ def parse_args():
     p.add_argument("--seconds", type=float, default=15, help="length of the N-client webhook load (default 15)")
     p.add_argument("--clients", type=int, default=8, help="concurrent keep-alive clients (default 8)")
     p.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
+    p.add_argument("--web-only", action="store_true",
+                   help="pause qcluster and orderwatcher during the N-client load (the web tier's ceiling)")
     p.add_argument("--keep", action="store_true",
                    help="keep the temporary directory (SQLite file, stack logs) and the bench_flow database")
     return p.parse_args()
@@ -387,6 +394,28 @@ def descendants(root: int) -> list[int]:
     return found
 
 
+def worker_groups(root: int) -> set[int]:
+    """Process groups of up's `qcluster` and `orderwatcher` children."""
+    groups = set()
+    for pid in descendants(root):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            if b"qcluster" in argv or b"orderwatcher" in argv:
+                groups.add(os.getpgid(pid))
+        except (OSError, ProcessLookupError):
+            pass
+    return groups
+
+
+def signal_groups(groups: set[int], sig: int):
+    for group in groups:
+        try:
+            os.killpg(group, sig)
+        except ProcessLookupError:
+            pass
+
+
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
 
@@ -626,12 +655,17 @@ def measure(backend: str, args, tmp: Path) -> dict:
         result["seq_p50"] = pct(sequential.latencies, 0.5)
         wait_for_broker(probe, 60)  # start the load with an empty pipeline
 
-        meter = CpuMeter(probe, proc.pid)
-        meter.start()
-        cpu0, load_t0 = time.process_time(), time.time()
-        load, wall = drive(port, args.clients, args.seconds, alerts.next_request, webhook=True)
-        load_t1, client_cpu = time.time(), time.process_time() - cpu0
-        result["cpu"] = meter.stop()
+        paused = worker_groups(proc.pid) if args.web_only else set()
+        signal_groups(paused, signal.SIGSTOP)
+        try:
+            meter = CpuMeter(probe, proc.pid)
+            meter.start()
+            cpu0, load_t0 = time.process_time(), time.time()
+            load, wall = drive(port, args.clients, args.seconds, alerts.next_request, webhook=True)
+            load_t1, client_cpu = time.time(), time.process_time() - cpu0
+            result["cpu"] = meter.stop()
+        finally:
+            signal_groups(paused, signal.SIGCONT)
         backlog = probe.pending()
         drained = wait_for_broker(probe, 120)
         placed = [t for t in probe.placed_times() if load_t0 <= t < load_t1]
@@ -735,7 +769,8 @@ def main():
     args = parse_args()
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     tmp = Path(tempfile.mkdtemp(prefix="orderdesk-flow-"))
-    print(f"orderdesk flow benchmark: {stack_shape()}; {args.clients} clients, {args.seconds:g} s load; tmp {tmp}")
+    print(f"orderdesk flow benchmark: {stack_shape()}; {args.clients} clients, {args.seconds:g} s load"
+          f"{' (qcluster and orderwatcher paused during it: --web-only)' if args.web_only else ''}; tmp {tmp}")
     results = []
     try:
         for backend in backends:
