@@ -7,11 +7,14 @@ REDIS_URL     unset -> django-q2 ORM broker (the queue lives in the database);
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from orderdesk.network import networks_setting
 from orderdesk.secret_key import secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -100,6 +103,30 @@ SECRET_KEY = secret_key()
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
 
+# --- behind a proxy, over HTTPS -----------------------------------------------------------
+if "WEBHOOK_TRUST_X_FORWARDED_FOR" in os.environ:
+    raise ImproperlyConfigured(
+        "WEBHOOK_TRUST_X_FORWARDED_FOR was removed: it trusted the left-most X-Forwarded-For "
+        "address, which any client can forge. Set TRUSTED_PROXIES to your proxy's addresses "
+        "(comma-separated IPs or CIDRs) instead.")
+# Requests from these addresses may say who the client was (X-Forwarded-For) and that it
+# came over HTTPS (X-Forwarded-Proto); from anyone else both headers are ignored.
+TRUSTED_PROXIES = networks_setting("TRUSTED_PROXIES", env_str("TRUSTED_PROXIES"))
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if TRUSTED_PROXIES else None
+ORDERDESK_HTTPS = env_bool("ORDERDESK_HTTPS", False)
+if ORDERDESK_HTTPS:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = True
+    # Browser pages are redirected to HTTPS; the API never is (a redirected POST loses its
+    # body): over plain HTTP it answers a JSON 403 (orderdesk.network.ApiHttpsOnlyMiddleware).
+    SECURE_REDIRECT_EXEMPT = [r"^api/"]
+    SECURE_HSTS_SECONDS = env_int("ORDERDESK_HSTS_SECONDS", 31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+# security.W021 asks for SECURE_HSTS_PRELOAD: a browser preload list is a one-way commitment
+# of the whole domain that its owner makes by submitting it, not a default a package may set.
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -111,13 +138,19 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "django_q",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here (no CDN)
+    "axes",
     "orders",
     "brokers",
     "risk",
 ]
 
 MIDDLEWARE = [
+    # First: headers only our own proxies may set are dropped from anyone else.
+    "orderdesk.network.TrustedProxyMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "orderdesk.network.ApiHttpsOnlyMiddleware",
     # Static files (the admin's) straight from the web process, compressed, cached forever.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -126,6 +159,13 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a login refused for a locked-out username + IP into the lockout answer.
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: a locked-out pair never reaches the password check
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "orderdesk.urls"
@@ -171,7 +211,31 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "orderdesk API",
+    "DESCRIPTION": "Webhook intake for TradingView and other alert senders, and the order API of the desk.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"OrderStatusEnum": "orders.models.Status", "HealthStatusEnum": "orders.schema.HEALTH_STATUSES"},
+}
+
+# --- logins: django-axes ------------------------------------------------------------------
+# A username + IP pair is locked after 5 failures for 15 minutes; by IP alone, one proxy in
+# front of the desk would lock everybody out.
+AXES_FAILURE_LIMIT = 5
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "orderdesk.network.client_ip"
+AXES_LOCKOUT_CALLABLE = "orderdesk.lockout.lockout_response"
 
 # --- task queue -------------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
@@ -195,6 +259,40 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
+
+def redis_cache_url(queue_url: str, cache_url: str) -> str:
+    """The cache's Redis URL: REDIS_CACHE_URL, else the queue's server on the next database.
+    Never the queue's own database: the cache's clear() is a FLUSHDB."""
+    def server_and_db(url):
+        parts = urlsplit(url)
+        db = parts.path.strip("/") or "0"
+        if not db.isdigit():
+            raise ImproperlyConfigured(f"{url!r}: the Redis database must be a number")
+        return parts, int(db)
+
+    queue, queue_db = server_and_db(queue_url)
+    if not cache_url:
+        cache_url = urlunsplit(queue._replace(path=f"/{queue_db + 1 if queue_db < 15 else queue_db - 1}"))
+    cache, cache_db = server_and_db(cache_url)
+    if (cache.hostname, cache.port, cache_db) == (queue.hostname, queue.port, queue_db):
+        raise ImproperlyConfigured("REDIS_CACHE_URL must not be the task queue's Redis database (REDIS_URL): "
+                                   "clearing the cache would empty the queue")
+    return cache_url
+
+
+# The webhook's rate limits count here: in Redis, shared by every process, when the queue is
+# there; else in each process's memory (a limit per process).
+if REDIS_URL:
+    CACHES = {"default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": redis_cache_url(REDIS_URL, env_str("REDIS_CACHE_URL")),
+        # A stalled Redis must not hold a webhook: the limits then count nothing (logged).
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+    }}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                          "OPTIONS": {"MAX_ENTRIES": 100_000}}}  # the default 300 would cull live counters
+
 # --- order pipeline -----------------------------------------------------------------------
 ORDERDESK_BROKER = env_str("ORDERDESK_BROKER", "paper")
 ORDER_MAX_AGE_S = env_float("ORDER_MAX_AGE_S", 60)  # older at claim time -> STALE_ORDER
@@ -211,7 +309,10 @@ BROKER_READ_TIMEOUT_S = env_float("BROKER_READ_TIMEOUT_S", 10)
 PAPER_FILL_DELAY_S = env_float("PAPER_FILL_DELAY_S", 1)
 WEBHOOK_MAX_BYTES = 64 * 1024
 WEBHOOK_RETRY_AFTER_S = env_int("WEBHOOK_RETRY_AFTER_S", 5)  # the 503's Retry-After
-WEBHOOK_TRUST_X_FORWARDED_FOR = env_bool("WEBHOOK_TRUST_X_FORWARDED_FOR", False)
+# DRF rate strings: generous for real bursts, a stop for a runaway or hostile sender.
+WEBHOOK_RATE_PER_IP = env_str("WEBHOOK_RATE_PER_IP", "6000/min")
+WEBHOOK_RATE_PER_STRATEGY = env_str("WEBHOOK_RATE_PER_STRATEGY", "6000/min")
+REJECTED_ALERTS_KEEP = env_int("REJECTED_ALERTS_KEEP", 100_000)  # rows; the watcher prunes the oldest
 MAX_LEGS_PER_ALERT = 20
 MAX_ORDER_QTY = env_int("MAX_ORDER_QTY", 1_000_000)
 

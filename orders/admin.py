@@ -2,7 +2,8 @@
 
 from django.contrib import admin, messages
 
-from .models import Alert, BrokerPosition, Order, OrderEvent, Position, RejectedAlert, Strategy, WatcherLease
+from .models import (TRADINGVIEW_SENDER_IPS, Alert, BrokerPosition, Order, OrderEvent, Position, RejectedAlert,
+                     Strategy, WatcherLease)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -79,8 +80,9 @@ class AlertAdmin(ReadOnlyAdmin):
 
 @admin.register(RejectedAlert)
 class RejectedAlertAdmin(ReadOnlyAdmin):
-    list_display = ["received_at", "status_code", "strategy_name", "sender_ip", "reason"]
+    list_display = ["received_at", "status_code", "count", "strategy_name", "sender_ip", "reason", "last_at"]
     list_filter = ["status_code"]
+    search_fields = ["=sender_ip", "strategy_name"]
 
 
 @admin.register(WatcherLease)
@@ -90,9 +92,19 @@ class WatcherLeaseAdmin(ReadOnlyAdmin):
 
 @admin.register(Strategy)
 class StrategyAdmin(admin.ModelAdmin):
-    list_display = ["name", "enabled", "leg_policy", "block_duplicates", "allow_cross_strategy", "created_at"]
+    list_display = ["name", "enabled", "leg_policy", "block_duplicates", "allow_cross_strategy", "allowed_ips",
+                    "created_at"]
     list_filter = ["enabled", "leg_policy"]
-    fields = ["name", "enabled", "leg_policy", "block_duplicates", "allow_cross_strategy"]
+    fields = ["name", "enabled", "leg_policy", "block_duplicates", "allow_cross_strategy", "allowed_ips"]
+    actions = ["allow_only_tradingview"]
+
+    @admin.action(description="Accept alerts only from TradingView's sender addresses", permissions=["change"])
+    def allow_only_tradingview(self, request, queryset):
+        preset = ", ".join(TRADINGVIEW_SENDER_IPS)
+        for strategy in queryset:
+            strategy.allowed_ips = preset
+            strategy.save(update_fields=["allowed_ips"])
+        self.message_user(request, f"{queryset.count()} strategies now accept alerts only from {preset}.")
 
     def get_readonly_fields(self, request, obj=None):
         return ["name"] if obj else []

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .health import DOWN, health_report
+from .schema import health_schema
 from .views import AlwaysJSON
 
 log = logging.getLogger("orderdesk.health")
@@ -23,10 +24,12 @@ class HealthView(APIView):
     renderer_classes = [JSONRenderer]
     content_negotiation_class = AlwaysJSON
     throttle_classes: list = []  # a throttle would authenticate (and may read the database)
+    plain_http_allowed = True  # load balancers probe the web tier directly
 
     def perform_authentication(self, request):
         pass  # deferred: the database is checked first (token and session auth read it)
 
+    @health_schema
     def get(self, request):
         report = health_report()
         if report.status == DOWN:

@@ -12,6 +12,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.utils import timezone
 
+from orderdesk.network import validate_networks
+
 
 class Status(models.TextChoices):
     CREATED = "CREATED"
@@ -19,6 +21,9 @@ class Status(models.TextChoices):
     EXECUTED = "EXECUTED"
     FAILED = "FAILED"
 
+
+# The addresses TradingView's webhooks come from (TradingView's "About webhooks" page).
+TRADINGVIEW_SENDER_IPS = ("52.89.214.238", "34.212.75.30", "54.218.53.128", "52.32.178.7")
 
 LIVE_STATUSES = (Status.CREATED, Status.SENT_TO_BROKER)
 TERMINAL_STATUSES = (Status.EXECUTED, Status.FAILED)
@@ -89,6 +94,10 @@ class Strategy(models.Model):
         default=True, help_text="block an ENTRY while a live order or open position on the same symbol and side exists")
     allow_cross_strategy = models.BooleanField(
         default=False, help_text="allow an ENTRY opposite to another strategy's live order or open position")
+    allowed_ips = models.TextField(
+        blank=True, validators=[validate_networks],
+        help_text="IP addresses or CIDR networks the webhook accepts this strategy's alerts from, separated by "
+                  "commas or spaces; empty: any. TradingView sends from " + ", ".join(TRADINGVIEW_SENDER_IPS) + ".")
 
     class Meta:
         verbose_name_plural = "strategies"
@@ -154,6 +163,10 @@ class RejectedAlert(models.Model):
     sender_ip = models.GenericIPAddressField(null=True, blank=True)
     strategy_name = models.CharField(max_length=64, blank=True)
     body = models.TextField(blank=True, help_text="redacted, capped")
+    count = models.PositiveIntegerField(
+        default=1, help_text="refusals from this sender with this status, reason and strategy name within the minute "
+                             "of received_at")
+    last_at = models.DateTimeField(null=True, blank=True, help_text="the latest of them")
 
     def __str__(self):
         return f"{self.status_code} {self.reason[:60]}"

@@ -7,8 +7,10 @@ whole with its verdicts and queued work, or not at all.
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.db import IntegrityError, transaction
+from django.db.models import F, Max, Min
 from django.utils import timezone
 
 from risk.blockers import IntakeContext, evaluate
@@ -99,12 +101,35 @@ def _register(strategy, request, source, actor, payload, sender_ip) -> IntakeRes
 
 def record_rejected_alert(*, status_code: int, reason: str, sender_ip: str | None, strategy_name: str,
                           body: str) -> None:
-    """A refused intake still leaves a row; a failure to write it must not turn a 4xx into a 500."""
+    """A refused intake still leaves a row: one per sender, status, reason, strategy name and
+    minute, counting the repeats (a runaway sender adds to a count, not rows; the watcher
+    prunes beyond REJECTED_ALERTS_KEEP). A failure to write it must not turn a 4xx into a 500."""
     def clean(text: str, cap: int) -> str:  # storable anywhere: no NULs, no lone surrogates
         return text[:cap].replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
+    now = timezone.now()
+    minute = now.replace(second=0, microsecond=0)
+    reason, strategy_name = clean(reason, 2000), clean(strategy_name, 64)
     try:
-        RejectedAlert.objects.create(status_code=status_code, reason=clean(reason, 2000), sender_ip=sender_ip,
-                                     strategy_name=clean(strategy_name, 64), body=clean(body, 4096))
+        repeated = RejectedAlert.objects.filter(
+            received_at__gte=minute, received_at__lt=minute + timedelta(minutes=1),
+            sender_ip=sender_ip, status_code=status_code, reason=reason, strategy_name=strategy_name,
+        ).update(count=F("count") + 1, last_at=now)
+        if not repeated:
+            RejectedAlert.objects.create(received_at=now, last_at=now, status_code=status_code, reason=reason,
+                                         sender_ip=sender_ip, strategy_name=strategy_name, body=clean(body, 4096))
     except Exception:  # noqa: BLE001 - the refusal itself is what the client must see
         log.exception("could not record a rejected alert (%s %s)", status_code, reason[:200])
+
+
+PRUNE_BATCH = 5000  # rows per pass: a big first prune must not hold SQLite's write lock for long
+
+
+def prune_rejected_alerts(keep: int) -> int:
+    """Delete the oldest RejectedAlert rows beyond the newest `keep` (at most PRUNE_BATCH)."""
+    span = RejectedAlert.objects.aggregate(oldest=Min("id"), newest=Max("id"))
+    if span["newest"] is None or span["newest"] - span["oldest"] < keep:
+        return 0
+    cutoff = min(span["newest"] - keep, span["oldest"] + PRUNE_BATCH)
+    deleted, _ = RejectedAlert.objects.filter(id__lte=cutoff).delete()
+    return deleted

@@ -1,4 +1,5 @@
 from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from . import views
 from .health_views import HealthView
@@ -7,9 +8,12 @@ urlpatterns = [
     path("webhook/", views.WebhookView.as_view(), name="webhook"),
     # A webhook URL typed without the slash must not meet APPEND_SLASH's redirect: a client
     # following it would lose the POST body (and the alert) on the way.
-    path("webhook", views.WebhookView.as_view()),
+    path("webhook", views.WebhookNoSlashView.as_view()),
     path("orders/", views.OrderListView.as_view(), name="order-list"),
     # Command ids are hex: anything else (a NUL, which PostgreSQL refuses in a query) is a 404.
     path("orders/<slug:command_id>/", views.OrderDetailView.as_view(), name="order-detail"),
     path("health/", HealthView.as_view(), name="health"),
+    path("token/", views.TokenView.as_view(), name="token"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

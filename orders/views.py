@@ -2,13 +2,16 @@
 
 from django.db.models import Prefetch
 from django_filters import rest_framework as filters
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .models import Order, OrderEvent, Status
+from .schema import order_detail_schema, order_list_schema, token_schema, webhook_schema
 from .serializers import OrderDetailSerializer, OrderSerializer
 from .webhook import receive_webhook
 
@@ -31,11 +34,18 @@ class WebhookView(APIView):
     permission_classes: list = []
     renderer_classes = [JSONRenderer]
     content_negotiation_class = AlwaysJSON
-    throttle_classes: list = []
+    throttle_classes: list = []  # orders.throttles, counted inside the intake (a 429 is recorded)
+    plain_http_allowed = True  # refused, and recorded, by orders.webhook under ORDERDESK_HTTPS
 
+    @webhook_schema
     def post(self, request):
         reply = receive_webhook(request._request)
         return Response(reply.payload, status=reply.status, headers=reply.headers)
+
+
+@extend_schema_view(post=extend_schema(exclude=True))  # the same operation as webhook/
+class WebhookNoSlashView(WebhookView):
+    pass
 
 
 class OrderFilter(filters.FilterSet):
@@ -51,15 +61,33 @@ class OrderFilter(filters.FilterSet):
         fields = ["status", "strategy", "symbol", "tag", "execution_type", "exchange"]
 
 
+@extend_schema_view(get=order_list_schema)
 class OrderListView(generics.ListAPIView):
     serializer_class = OrderSerializer
     filterset_class = OrderFilter
     queryset = Order.objects.select_related("strategy", "alert").order_by("-id")
 
 
+@extend_schema_view(get=order_detail_schema)
 class OrderDetailView(generics.RetrieveAPIView):
     serializer_class = OrderDetailSerializer
     lookup_field = "command_id"
     queryset = Order.objects.select_related("strategy", "alert").prefetch_related(
         Prefetch("events", queryset=OrderEvent.objects.order_by("id"))
     )
+
+
+class TokenView(ObtainAuthToken):
+    """POST a username and password: that user's API token. A failed login counts towards
+    django-axes' lockout of the username + client address pair."""
+
+    authentication_classes: list = []
+
+    @token_schema
+    def post(self, request, *args, **kwargs):
+        return super().post(request, *args, **kwargs)
+
+    def get_serializer_context(self):
+        # axes marks a locked-out login on the request it is handed, and its middleware looks
+        # at Django's request, not at DRF's wrapper around it.
+        return {**super().get_serializer_context(), "request": self.request._request}

@@ -23,6 +23,7 @@ from brokers.registry import get_broker
 from . import lifecycle
 from .models import BrokerPosition, EventKind, Order, OrderEvent, Status, WatcherLease
 from .queue import enqueue_submissions, tasks_waiting
+from .services import prune_rejected_alerts
 from .tradingday import trading_day_start
 
 log = logging.getLogger("orderdesk.watcher")
@@ -140,6 +141,10 @@ class OrderWatcher:
             self._requeue_lost_creations(now)
         except Exception:  # noqa: BLE001 - a queue hiccup must not cost the reconciliation
             log.exception("re-enqueueing lost CREATED orders failed")
+        try:
+            prune_rejected_alerts(settings.REJECTED_ALERTS_KEEP)
+        except Exception:  # noqa: BLE001 - housekeeping must not cost the reconciliation
+            log.exception("pruning old rejected alerts failed")
         # Listed before the book is read, so every listed order placed earlier is in the book.
         live = list(Order.objects.filter(status=Status.SENT_TO_BROKER))
         try:

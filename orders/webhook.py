@@ -6,17 +6,20 @@ travels in the body. Every answer is JSON, and its status says whether sending t
 again can help (503) or not (4xx).
 """
 
-import ipaddress
 import logging
+import math
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest
 
+from orderdesk.network import HTTPS_REQUIRED, address_in, client_ip
+
 from .models import Source, Strategy
 from .serializers import intake_response
 from .services import record_rejected_alert, register_alert
+from .throttles import webhook_limits
 from .validation import InvalidAlert, parse_json, redact_text, redacted, validate_alert
 
 log = logging.getLogger("orderdesk.webhook")
@@ -75,21 +78,6 @@ def read_body(request: HttpRequest, limit: int) -> bytes:
     return data
 
 
-def _ip_or_none(value: str) -> str | None:
-    try:
-        return str(ipaddress.ip_address(value.strip()))
-    except ValueError:
-        return None  # a forged X-Forwarded-For must not fail the insert (inet on PostgreSQL)
-
-
-def sender_ip(request: HttpRequest) -> str | None:
-    if settings.WEBHOOK_TRUST_X_FORWARDED_FOR:
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        if forwarded:
-            return _ip_or_none(forwarded.split(",")[0])
-    return _ip_or_none(request.META.get("REMOTE_ADDR") or "")
-
-
 @dataclass
 class _Delivery:
     """What is known so far about one POST: what its RejectedAlert row can show."""
@@ -107,16 +95,23 @@ class _Delivery:
         record_rejected_alert(status_code=status, reason=reason, sender_ip=self.ip,
                               strategy_name=name if isinstance(name, str) else "", body=body)
 
-    def refuse(self, status: int, reason: str | dict) -> WebhookReply:
+    def refuse(self, status: int, reason: str | dict, headers: dict[str, str] | None = None) -> WebhookReply:
         self.record_refusal(status, str(reason))
         log.info("webhook refused %s from %s: %s", status, self.ip, str(reason)[:300])
-        return WebhookReply(status, {"errors": reason} if isinstance(reason, dict) else {"detail": reason})
+        return WebhookReply(status, {"errors": reason} if isinstance(reason, dict) else {"detail": reason},
+                            headers or {})
+
+    def throttled(self, limit, wait_s: float, whose: str) -> WebhookReply:
+        # The reason stays the same for every refusal of the window (one RejectedAlert row
+        # with a count); when to send again is in Retry-After.
+        return self.refuse(429, f"over the rate limit of {limit.rate} {whose}",
+                           {"Retry-After": str(max(1, math.ceil(wait_s)))})
 
 
 def receive_webhook(request: HttpRequest) -> WebhookReply:
     """One POST to the webhook, answered: 201/200 registered (200: a repeated alert_id),
     4xx refused and recorded, 503 retry later, 500 our fault (logged and recorded)."""
-    delivery = _Delivery(sender_ip(request))
+    delivery = _Delivery(client_ip(request))
     try:
         return _receive(request, delivery)
     except (OperationalError, InterfaceError) as exc:
@@ -134,6 +129,11 @@ def receive_webhook(request: HttpRequest) -> WebhookReply:
 
 
 def _receive(request: HttpRequest, delivery: _Delivery) -> WebhookReply:
+    if settings.ORDERDESK_HTTPS and not request.is_secure():
+        return delivery.refuse(403, HTTPS_REQUIRED)  # never a redirect: the POST would lose its body
+    per_ip, per_strategy = webhook_limits()
+    if (wait := per_ip.hit(delivery.ip or "unknown")) is not None:
+        return delivery.throttled(per_ip, wait, "per sender address")
     content_type = request.content_type or ""
     if content_type not in ACCEPTED_CONTENT_TYPES:
         return delivery.refuse(415, f"content type {content_type[:60]!r} is not application/json or text/plain")
@@ -151,6 +151,10 @@ def _receive(request: HttpRequest, delivery: _Delivery) -> WebhookReply:
     strategy = Strategy.authenticate(alert.strategy, alert.secret)
     if strategy is None:
         return delivery.refuse(401, UNAUTHORIZED)
+    if strategy.allowed_ips and not address_in(delivery.ip, strategy.allowed_ips):
+        return delivery.refuse(403, f"sender address {delivery.ip} is not in this strategy's allowed_ips")
+    if (wait := per_strategy.hit(str(strategy.pk))) is not None:
+        return delivery.throttled(per_strategy, wait, "per strategy")
     result = register_alert(strategy=strategy, request=alert, source=Source.WEBHOOK, actor="webhook",
                             payload=redacted(delivery.data), sender_ip=delivery.ip)
     return WebhookReply(201 if result.created else 200, intake_response(result))

@@ -74,6 +74,15 @@ def _fast_pipeline(settings):
     settings.ORDERDESK_BROKER = "paper"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    """Every test starts with the webhook's rate-limit counters at zero (they live in this
+    process's memory, or in the Redis cache a test configures)."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def strategy(db):
     return StrategyFactory(name="demo")

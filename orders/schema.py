@@ -1,0 +1,145 @@
+"""The OpenAPI description of the API (drf-spectacular): request bodies that views read by
+hand, and every error answer an endpoint can give. Documentation only; nothing here
+validates (orders.validation does, on the hot path)."""
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
+
+from .models import ExecutionType, OrderType, Product, Side, Status
+from .serializers import OrderDetailSerializer, OrderSerializer
+from .validation import EXCHANGES, PRICE_DECIMALS, PRICE_MAX_DIGITS, TEXT_MAX
+
+ERROR_MEANINGS = {
+    400: "the body is not a valid alert (`errors` lists every field's problem) or a query parameter is invalid",
+    401: "no valid credentials: the webhook's strategy is unknown or its secret wrong; the API needs a token",
+    403: "not allowed: plain HTTP under ORDERDESK_HTTPS, a sender address outside the strategy's "
+         "allowed_ips, or a user without the permission",
+    404: "no such object (or page)",
+    409: "the object's state does not allow this",
+    413: "the body is larger than the webhook accepts",
+    415: "the content type is neither application/json nor text/plain",
+    429: "over a rate limit, or a login locked out; `Retry-After` says when to try again",
+    503: "the database is unreachable or busy; nothing was registered: send the same alert again after "
+         "`Retry-After` seconds",
+}
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField(required=False, help_text="what went wrong")
+    errors = serializers.DictField(required=False, help_text="field -> list of problems (400 on the webhook)")
+
+
+def error_responses(*codes: int) -> dict:
+    return {code: OpenApiResponse(ErrorSerializer, description=ERROR_MEANINGS[code]) for code in codes}
+
+
+# Every API endpoint answers plain HTTP with 403 under ORDERDESK_HTTPS.
+AUTHENTICATED_ERRORS = (401, 403)
+
+
+class WebhookLegSerializer(serializers.Serializer):
+    symbol = serializers.RegexField(
+        r"^[A-Za-z0-9][A-Za-z0-9&_.\-]{0,63}$", max_length=TEXT_MAX,
+        help_text="the exchange's trading symbol, e.g. RELIANCE-EQ or NIFTY25DEC24000CE; upper-cased")
+    side = serializers.ChoiceField(Side.choices, help_text="any case")
+    qty = serializers.IntegerField(min_value=1, max_value=settings.MAX_ORDER_QTY,
+                                   help_text="units (not lots); a whole number, or digits in a string")
+    order_type = serializers.ChoiceField(OrderType.choices, required=False, default=OrderType.MARKET,
+                                         help_text="any case; LIMIT and SL need `price`, SL and SL-M `trigger_price`")
+    product = serializers.ChoiceField(Product.choices, help_text="CNC delivery, NRML carry-forward F&O, MIS intraday")
+    price = serializers.DecimalField(
+        max_digits=PRICE_MAX_DIGITS, decimal_places=PRICE_DECIMALS, required=False, allow_null=True,
+        help_text="limit price, > 0; null or absent for MARKET and SL-M")
+    trigger_price = serializers.DecimalField(
+        max_digits=PRICE_MAX_DIGITS, decimal_places=PRICE_DECIMALS, required=False, allow_null=True,
+        help_text="trigger, > 0; only for SL and SL-M")
+
+
+class WebhookAlertSerializer(serializers.Serializer):
+    strategy = serializers.CharField(max_length=TEXT_MAX, help_text="the strategy's name")
+    secret = serializers.CharField(help_text="the strategy's webhook secret (never stored; its digest is)")
+    alert_id = serializers.RegexField(
+        r"^[\x21-\x7e]{1,64}$", required=False,
+        help_text="idempotency key: the same alert_id again answers 200 with the orders of the first delivery")
+    execution_type = serializers.ChoiceField(
+        ExecutionType.choices, help_text="ENTRY opens or adds; EXIT closes (never more than the position)")
+    exchange = serializers.ChoiceField([(e, e) for e in EXCHANGES], help_text="any case")
+    legs = WebhookLegSerializer(many=True, help_text=f"1 to {settings.MAX_LEGS_PER_ALERT} orders")
+
+
+class IntakeOrderSerializer(serializers.Serializer):
+    command_id = serializers.CharField(help_text="our id of the order, sent to the broker as its remarks")
+    leg = serializers.IntegerField()
+    symbol = serializers.CharField()
+    side = serializers.ChoiceField(Side.choices)
+    qty = serializers.IntegerField()
+    status = serializers.ChoiceField(Status.choices, help_text="CREATED (queued for the broker) or FAILED (blocked)")
+    tag = serializers.CharField(allow_blank=True, help_text="why it failed, e.g. GUARD_BLOCKED:DUPLICATE_POSITION")
+
+
+class IntakeReplySerializer(serializers.Serializer):
+    alert_id = serializers.CharField()
+    orders = IntakeOrderSerializer(many=True)
+
+
+TRADINGVIEW_EXAMPLE = {
+    "strategy": "nifty-breakout",
+    "secret": "the-strategy-secret-printed-by-create_strategy",
+    "alert_id": "{{strategy.order.id}}-{{timenow}}",
+    "execution_type": "ENTRY",
+    "exchange": "NSE",
+    "legs": [{"symbol": "RELIANCE-EQ", "side": "{{strategy.order.action}}", "qty": "{{strategy.order.contracts}}",
+              "order_type": "MARKET", "product": "MIS"}],
+}
+
+webhook_schema = extend_schema(
+    summary="Register an alert (TradingView and other senders)",
+    description=(
+        "The body is one JSON object, sent as `application/json` or as `text/plain` (what TradingView "
+        "sends). Every alert that passes authentication is registered with one order per leg; a blocked "
+        "order still answers 201, with status FAILED and its tag. Answers are always JSON."),
+    auth=[],
+    request={"application/json": WebhookAlertSerializer, "text/plain": WebhookAlertSerializer},
+    responses={
+        201: OpenApiResponse(IntakeReplySerializer, description="registered: the orders, CREATED or FAILED with a tag"),
+        200: OpenApiResponse(IntakeReplySerializer, description="a repeated alert_id: the orders of the first delivery"),
+        **error_responses(400, 401, 403, 413, 415, 429, 503),
+        500: OpenApiResponse(ErrorSerializer, description="our fault: logged and recorded as a rejected alert"),
+    },
+    examples=[OpenApiExample("TradingView alert message", value=TRADINGVIEW_EXAMPLE, request_only=True)],
+)
+
+HEALTH_STATUSES = [("ok", "ok"), ("degraded", "degraded"), ("down", "down")]
+HEALTH_DETAILS = inline_serializer("Health", {
+    "status": serializers.ChoiceField(HEALTH_STATUSES),
+    "reasons": serializers.ListField(child=serializers.CharField(), required=False),
+    "database": serializers.DictField(required=False),
+    "queue": serializers.DictField(required=False),
+    "watcher": serializers.DictField(required=False),
+    "broker": serializers.DictField(required=False),
+    "checked_at": serializers.DateTimeField(required=False),
+})
+
+health_schema = extend_schema(
+    summary="Health: the status for anyone, the details with a token or session",
+    auth=[{}, {"tokenAuth": []}, {"cookieAuth": []}],
+    responses={
+        200: OpenApiResponse(HEALTH_DETAILS, description="ok or degraded (the reasons and details need auth)"),
+        503: OpenApiResponse(HEALTH_DETAILS, description="the database is unreachable"),
+        **error_responses(401),
+    },
+)
+
+order_list_schema = extend_schema(
+    responses={200: OrderSerializer(many=True), **error_responses(400, *AUTHENTICATED_ERRORS, 404)})
+order_detail_schema = extend_schema(responses={200: OrderDetailSerializer, **error_responses(*AUTHENTICATED_ERRORS, 404)})
+
+token_schema = extend_schema(
+    summary="Exchange a username and password for the user's API token",
+    auth=[],
+    responses={
+        200: inline_serializer("Token", {"token": serializers.CharField()}),
+        **error_responses(400, 403, 429),
+    },
+)
