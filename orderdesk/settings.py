@@ -224,7 +224,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"OrderStatusEnum": "orders.models.Status", "HealthStatusEnum": "orders.schema.HEALTH_STATUSES"},
+    "ENUM_NAME_OVERRIDES": {"OrderStatusEnum": "orders.models.Status",
+                            "HealthStatusEnum": "orders.schema.HEALTH_STATUSES"},
 }
 
 # --- logins: django-axes ------------------------------------------------------------------

@@ -2,8 +2,17 @@
 
 from django.contrib import admin, messages
 
-from .models import (TRADINGVIEW_SENDER_IPS, Alert, BrokerPosition, Order, OrderEvent, Position, RejectedAlert,
-                     Strategy, WatcherLease)
+from .models import (
+    TRADINGVIEW_SENDER_IPS,
+    Alert,
+    BrokerPosition,
+    Order,
+    OrderEvent,
+    Position,
+    RejectedAlert,
+    Strategy,
+    WatcherLease,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -103,7 +103,8 @@ webhook_schema = extend_schema(
     request={"application/json": WebhookAlertSerializer, "text/plain": WebhookAlertSerializer},
     responses={
         201: OpenApiResponse(IntakeReplySerializer, description="registered: the orders, CREATED or FAILED with a tag"),
-        200: OpenApiResponse(IntakeReplySerializer, description="a repeated alert_id: the orders of the first delivery"),
+        200: OpenApiResponse(IntakeReplySerializer,
+                             description="a repeated alert_id: the orders of the first delivery"),
         **error_responses(400, 401, 403, 413, 415, 429, 503),
         500: OpenApiResponse(ErrorSerializer, description="our fault: logged and recorded as a rejected alert"),
     },
@@ -133,7 +134,8 @@ health_schema = extend_schema(
 
 order_list_schema = extend_schema(
     responses={200: OrderSerializer(many=True), **error_responses(400, *AUTHENTICATED_ERRORS, 404)})
-order_detail_schema = extend_schema(responses={200: OrderDetailSerializer, **error_responses(*AUTHENTICATED_ERRORS, 404)})
+order_detail_schema = extend_schema(
+    responses={200: OrderDetailSerializer, **error_responses(*AUTHENTICATED_ERRORS, 404)})
 
 token_schema = extend_schema(
     summary="Exchange a username and password for the user's API token",
