@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,8 @@ def load_settings(monkeypatch, **env):
     """A fresh copy of orderdesk/settings.py read under `env` (Django's own settings untouched)."""
     for name in ("DATABASE_URL", "REDIS_URL", "ORDERDESK_Q_WORKERS", "DEBUG", "ALLOWED_HOSTS",
                  "ORDERDESK_PROCESS_ROLE", "ORDERDESK_WEB_THREADS", "ORDERDESK_DB_POOL_MAX",
-                 "ORDERDESK_DB_POOL_TIMEOUT_S"):
+                 "ORDERDESK_DB_POOL_TIMEOUT_S", "ORDERDESK_HTTPS", "TRUSTED_PROXIES", "REDIS_CACHE_URL",
+                 "WEBHOOK_TRUST_X_FORWARDED_FOR"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -136,3 +138,65 @@ def test_a_command_without_secret_key_fails_and_up_creates_it(tmp_path):
     assert (copy / "db" / "secret_key").stat().st_mode & 0o777 == 0o600
     check = subprocess.run([sys.executable, "manage.py", "check"], cwd=copy, env=env, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
+
+
+# --- secure by default (issue 9) -----------------------------------------------------------
+
+
+def test_the_removed_forwarded_for_switch_is_a_startup_error_naming_its_replacement(monkeypatch):
+    with pytest.raises(ImproperlyConfigured, match="TRUSTED_PROXIES"):
+        load_settings(monkeypatch, WEBHOOK_TRUST_X_FORWARDED_FOR="1")
+    with pytest.raises(ImproperlyConfigured, match="TRUSTED_PROXIES"):
+        load_settings(monkeypatch, WEBHOOK_TRUST_X_FORWARDED_FOR="0")  # set at all: it no longer means anything
+
+
+def test_trusted_proxies_are_addresses_and_networks(monkeypatch):
+    s = load_settings(monkeypatch, TRUSTED_PROXIES="10.0.0.1, 172.16.0.0/12 ::1")
+    assert [str(n) for n in s.TRUSTED_PROXIES] == ["10.0.0.1/32", "172.16.0.0/12", "::1/128"]
+    assert s.SECURE_PROXY_SSL_HEADER == ("HTTP_X_FORWARDED_PROTO", "https")
+    assert load_settings(monkeypatch).SECURE_PROXY_SSL_HEADER is None  # no proxy of ours: nobody is believed
+    with pytest.raises(ImproperlyConfigured, match="TRUSTED_PROXIES.*'proxy.local'"):
+        load_settings(monkeypatch, TRUSTED_PROXIES="10.0.0.1,proxy.local")
+
+
+def test_https_turns_on_secure_cookies_hsts_and_the_redirect_for_pages_only(monkeypatch):
+    plain = load_settings(monkeypatch)
+    assert not getattr(plain, "SECURE_SSL_REDIRECT", False) and not getattr(plain, "SESSION_COOKIE_SECURE", False)
+    s = load_settings(monkeypatch, ORDERDESK_HTTPS="1")
+    assert s.SESSION_COOKIE_SECURE and s.CSRF_COOKIE_SECURE and s.SECURE_SSL_REDIRECT
+    assert s.SECURE_HSTS_SECONDS >= 31_536_000 and s.SECURE_HSTS_INCLUDE_SUBDOMAINS
+    assert s.SECURE_REDIRECT_EXEMPT == [r"^api/"]
+
+
+@pytest.mark.parametrize("queue, cache", [("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/1"),
+                                          ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379/1"),
+                                          ("redis://:pw@10.0.0.5:6380/15", "redis://:pw@10.0.0.5:6380/14")])
+def test_the_rate_limit_cache_is_never_the_queue_database(monkeypatch, queue, cache):
+    s = load_settings(monkeypatch, REDIS_URL=queue)
+    assert s.CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
+    assert s.CACHES["default"]["LOCATION"] == cache
+    with pytest.raises(ImproperlyConfigured, match="REDIS_CACHE_URL"):
+        load_settings(monkeypatch, REDIS_URL=queue, REDIS_CACHE_URL=queue)
+    assert load_settings(monkeypatch).CACHES["default"]["BACKEND"].endswith("LocMemCache")  # per process
+
+
+def test_deploy_check_is_clean_with_production_settings(tmp_path):
+    """`manage.py check --deploy` as an operator runs it: warnings fail it (W021, the HSTS
+    preload list, is silenced on purpose; see the settings)."""
+    import secrets
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "DEBUG")}
+    env.update({"DJANGO_SETTINGS_MODULE": "orderdesk.settings", "ORDERDESK_HTTPS": "1",
+                "SECRET_KEY": secrets.token_urlsafe(50), "ALLOWED_HOSTS": "desk.example.com",
+                "DATABASE_URL": f"sqlite:///{tmp_path / 'deploy.sqlite3'}"})
+    check = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+                           cwd=SETTINGS_FILE.parent.parent, env=env, capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "System check identified no issues (1 silenced)." in check.stdout
+    env.pop("ORDERDESK_HTTPS")
+    plain = subprocess.run([sys.executable, "manage.py", "check", "--deploy"], cwd=SETTINGS_FILE.parent.parent,
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert {"security.W004", "security.W008", "security.W012", "security.W016"} <= set(
+        re.findall(r"security\.W\d+", plain.stdout + plain.stderr))
