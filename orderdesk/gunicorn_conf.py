@@ -28,6 +28,9 @@ backlog = 2048  # a burst waits in the accept queue, not in a thread of its own
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 errorlog = "-"
+# gunicorn would itself believe X-Forwarded-Proto from 127.0.0.1 (forwarded_allow_ips); only
+# Django decides, and only for TRUSTED_PROXIES (orderdesk.network.TrustedProxyMiddleware).
+secure_scheme_headers: dict = {}
 control_socket_disable = True  # unused; its default path is per user, so two servers would collide
 wsgi_app = "orderdesk.wsgi:application"
 

@@ -36,12 +36,20 @@ def test_create_strategy_with_a_given_secret_disabled():
     assert strategy is not None and not strategy.enabled
 
 
+@pytest.mark.parametrize("given, stored", [("10.0.0.0/8, 192.0.2.7", "10.0.0.0/8, 192.0.2.7"),
+                                           ("TradingView", "52.89.214.238, 34.212.75.30, 54.218.53.128, 52.32.178.7")])
+def test_create_strategy_with_an_allow_list(given, stored):
+    assert f"accepted only from: {stored}" in run("create_strategy", "tv", "--allowed-ips", given)
+    assert Strategy.objects.get(name="tv").allowed_ips == stored
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
         (["short", "--secret", "x" * 23], "at least 24"),
         ([" padded"], "surrounding spaces"),
         (["x" * 65], "1 to 64"),
+        (["open", "--allowed-ips", "10.0.0.1, tradingview.com"], "'tradingview.com' is not an IP"),
     ],
 )
 def test_create_strategy_refuses(args, message):

@@ -17,7 +17,7 @@ import pytest
 from django.db import connection
 
 from brokers.models import PaperOrder
-from orders.models import Alert, Order, Status
+from orders.models import Alert, Order, RejectedAlert, Status
 from tests.factories import TEST_SECRET
 from tests.processes import BASE_DIR
 
@@ -187,6 +187,23 @@ def test_up_serves_with_gunicorn_beside_qcluster_and_the_orderwatcher_and_ctrl_c
     still_running = [pid for pid in processes if os.path.exists(f"/proc/{pid}") and
                      open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
     assert not still_running, {pid: processes[pid] for pid in still_running}
+
+
+def test_behind_gunicorn_a_forwarded_https_counts_only_from_a_trusted_proxy(stack, strategy, paper_instruments):
+    """ORDERDESK_HTTPS=1 as deployed: a client on the proxy's own machine that claims HTTPS is
+    refused (and recorded) unless 127.0.0.1 is a trusted proxy; then the client address is the
+    one the proxy forwarded."""
+    for i, (trusted, expected) in enumerate((("", 403), ("127.0.0.1", 201))):
+        desk = stack(ORDERDESK_HTTPS="1", TRUSTED_PROXIES=trusted)
+        conn = http.client.HTTPConnection("127.0.0.1", desk.port, timeout=10)
+        conn.request("POST", "/api/webhook/", body=alert(i), headers={
+            "Content-Type": "text/plain", "X-Forwarded-Proto": "https", "X-Forwarded-For": "198.51.100.7"})
+        response = conn.getresponse()
+        assert (response.status, response.getheader("Location")) == (expected, None)
+        assert json.loads(response.read())
+        desk.stop()
+    assert RejectedAlert.objects.get().status_code == 403
+    assert Alert.objects.get().sender_ip == "198.51.100.7"
 
 
 def test_the_orderwatcher_process_outlives_an_unreachable_database():
