@@ -11,10 +11,9 @@ from .serializers import OrderDetailSerializer, OrderSerializer
 from .validation import EXCHANGES, PRICE_DECIMALS, PRICE_MAX_DIGITS, TEXT_MAX
 
 ERROR_MEANINGS = {
-    400: "the body is not a valid alert (`errors` lists every field's problem) or a query parameter is invalid",
-    401: "no valid credentials: the webhook's strategy is unknown or its secret wrong; the API needs a token",
-    403: "not allowed: plain HTTP under ORDERDESK_HTTPS, a sender address outside the strategy's "
-         "allowed_ips, or a user without the permission",
+    400: "the request is not valid: `errors` or the field names list the problems",
+    401: "no valid token or session (`Authorization: Token …`)",
+    403: "not allowed: plain HTTP under ORDERDESK_HTTPS, or a user without the permission",
     404: "no such object (or page)",
     409: "the object's state does not allow this",
     413: "the body is larger than the webhook accepts",
@@ -30,8 +29,10 @@ class ErrorSerializer(serializers.Serializer):
     errors = serializers.DictField(required=False, help_text="field -> list of problems (400 on the webhook)")
 
 
-def error_responses(*codes: int) -> dict:
-    return {code: OpenApiResponse(ErrorSerializer, description=ERROR_MEANINGS[code]) for code in codes}
+def error_responses(*codes: int, **meanings: str) -> dict:
+    """`meanings` overrides the shared description of a code for one endpoint (e400="…")."""
+    return {code: OpenApiResponse(ErrorSerializer, description=meanings.get(f"e{code}", ERROR_MEANINGS[code]))
+            for code in codes}
 
 
 # Every API endpoint answers plain HTTP with 403 under ORDERDESK_HTTPS.
@@ -105,7 +106,12 @@ webhook_schema = extend_schema(
         201: OpenApiResponse(IntakeReplySerializer, description="registered: the orders, CREATED or FAILED with a tag"),
         200: OpenApiResponse(IntakeReplySerializer,
                              description="a repeated alert_id: the orders of the first delivery"),
-        **error_responses(400, 401, 403, 413, 415, 429, 503),
+        **error_responses(400, 401, 403, 413, 415, 429, 503,
+                          e400="not a valid alert: `errors` lists every field's problem (`legs` per leg)",
+                          e401="unknown strategy or wrong secret (the same answer for both)",
+                          e403="plain HTTP under ORDERDESK_HTTPS, or a sender address outside the strategy's "
+                               "allowed_ips",
+                          e429="over WEBHOOK_RATE_PER_IP or WEBHOOK_RATE_PER_STRATEGY; `Retry-After` says when"),
         500: OpenApiResponse(ErrorSerializer, description="our fault: logged and recorded as a rejected alert"),
     },
     examples=[OpenApiExample("TradingView alert message", value=TRADINGVIEW_EXAMPLE, request_only=True)],
@@ -128,20 +134,26 @@ health_schema = extend_schema(
     responses={
         200: OpenApiResponse(HEALTH_DETAILS, description="ok or degraded (the reasons and details need auth)"),
         503: OpenApiResponse(HEALTH_DETAILS, description="the database is unreachable"),
-        **error_responses(401),
+        **error_responses(401, e401="a token or session was sent and is not valid"),
     },
 )
 
 order_list_schema = extend_schema(
-    responses={200: OrderSerializer(many=True), **error_responses(400, *AUTHENTICATED_ERRORS, 404)})
+    responses={200: OrderSerializer(many=True),
+               **error_responses(400, *AUTHENTICATED_ERRORS, 404, e400="a filter's value is not valid",
+                                 e404="no such page")})
 order_detail_schema = extend_schema(
-    responses={200: OrderDetailSerializer, **error_responses(*AUTHENTICATED_ERRORS, 404)})
+    responses={200: OrderDetailSerializer,
+               **error_responses(*AUTHENTICATED_ERRORS, 404, e404="no order with this command_id")})
 
 token_schema = extend_schema(
     summary="Exchange a username and password for the user's API token",
     auth=[],
     responses={
         200: inline_serializer("Token", {"token": serializers.CharField()}),
-        **error_responses(400, 403, 429),
+        **error_responses(400, 403, 429, e400="wrong username or password, or one of them missing",
+                          e403="plain HTTP under ORDERDESK_HTTPS",
+                          e429="this username is locked out from this address after 5 failed logins; "
+                               "`Retry-After` says when it may try again"),
     },
 )
