@@ -6,6 +6,7 @@ development server opened one per concurrent request and ran out: 84 alerts lost
 import http.client
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -183,6 +184,22 @@ def test_up_serves_with_gunicorn_beside_qcluster_and_the_orderwatcher_and_ctrl_c
     assert '"POST /api/webhook/ HTTP/1.1" 201' in desk.output()  # the access log is on
 
     desk.stop()
+    time.sleep(0.5)
+    still_running = [pid for pid in processes if os.path.exists(f"/proc/{pid}") and
+                     open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+    assert not still_running, {pid: processes[pid] for pid in still_running}
+
+
+def test_a_second_ctrl_c_while_stopping_still_stops_every_child(stack, strategy):
+    """An impatient user presses Ctrl-C twice; a supervisor may send SIGTERM again."""
+    desk = stack()
+    processes = descendants(desk.proc.pid)
+    assert any("gunicorn" in command for command in processes.values())
+    desk.proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    desk.proc.send_signal(signal.SIGINT)
+    desk.proc.send_signal(signal.SIGTERM)
+    desk.proc.wait(timeout=20)
     time.sleep(0.5)
     still_running = [pid for pid in processes if os.path.exists(f"/proc/{pid}") and
                      open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]

@@ -19,6 +19,7 @@ from orders.models import Strategy
 
 DEMO_STRATEGY = "demo"
 ADMIN_USER = "admin"
+STOP_GRACE_S = 5
 
 
 def _interrupt(signum, frame):
@@ -96,7 +97,11 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             pass
         finally:
-            self.stdout.write("stopping ...")
+            # A second Ctrl-C (or a supervisor's repeated SIGTERM) must not cut the stop short:
+            # raised inside _stop, it left gunicorn running on the port with nobody to stop it.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            self.stdout.write(f"stopping ... (at most {STOP_GRACE_S:g} s, then killed)")
             _stop(children)
 
 
@@ -107,7 +112,7 @@ def _signal_group(child: subprocess.Popen, signum: int) -> None:
         pass
 
 
-def _stop(children: list[subprocess.Popen], grace_s: float = 5) -> None:
+def _stop(children: list[subprocess.Popen], grace_s: float = STOP_GRACE_S) -> None:
     """SIGTERM, then SIGKILL whatever is left after `grace_s`. A watcher slice cut short is
     safe: every change is a compare-and-set, and the next watcher takes over a lease whose
     holder died on this machine at once."""
