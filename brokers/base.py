@@ -132,3 +132,8 @@ class Broker:
     def positions(self) -> list[Position]:
         """Today's net positions. Raises BrokerUnavailable when the broker gave no usable answer."""
         raise NotImplementedError
+
+    def reference_prices(self, instruments: set[tuple[str, str]]) -> dict[tuple[str, str], Decimal]:
+        """{(exchange, symbol): price} the adapter knows without I/O (the paper broker's
+        instrument prices); a live broker's prices come from its position snapshots."""
+        return {}

@@ -109,6 +109,12 @@ class PaperBroker(Broker):
         order = PaperOrder.objects.filter(broker_order_id=broker_order_id).first()
         return self._entry(order) if order else None
 
+    def reference_prices(self, instruments):
+        if not instruments:
+            return {}
+        rows = PaperInstrument.objects.filter(symbol__in={symbol for _, symbol in instruments})
+        return {(i.exchange, i.symbol): i.ref_price for i in rows if (i.exchange, i.symbol) in instruments}
+
     def positions(self) -> list[Position]:
         """Net quantity, average price and P&L per instrument from the fills (average cost)."""
         books = defaultdict(lambda: (0, Decimal(0), Decimal(0)))  # net qty, average, realized P&L

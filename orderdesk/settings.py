@@ -296,6 +296,18 @@ else:
 
 # --- order pipeline -----------------------------------------------------------------------
 ORDERDESK_BROKER = env_str("ORDERDESK_BROKER", "paper")
+# The checks every intake runs, in order (dotted paths; the first verdict on a leg stands),
+# and the check the claim's own UPDATE makes.
+ORDERDESK_BLOCKERS = [p.strip() for p in env_str("ORDERDESK_BLOCKERS", ",".join([
+    "risk.blockers.strategy_disabled",
+    "risk.blockers.kill_switch",
+    "risk.blockers.strategy_rules",
+    "risk.blockers.risk_limits",
+    "risk.blockers.execution_guard",
+])).split(",") if p.strip()]
+ORDERDESK_CLAIM_GUARD = env_str("ORDERDESK_CLAIM_GUARD", "risk.killswitch.claim_guard")
+ALERT_MAX_AGE_S = env_float("ALERT_MAX_AGE_S", 60)  # an alert's sent_at older -> STALE_ALERT
+RISK_SNAPSHOT_MAX_AGE_S = env_float("RISK_SNAPSHOT_MAX_AGE_S", 30)  # older prices -> PNL_UNKNOWN
 ORDER_MAX_AGE_S = env_float("ORDER_MAX_AGE_S", 60)  # older at claim time -> STALE_ORDER
 WATCHER_INTERVAL_S = env_float("WATCHER_INTERVAL_S", 1)
 WATCHER_SLICE_S = env_float("WATCHER_SLICE_S", 20)

@@ -8,7 +8,9 @@ import hashlib
 import hmac
 import secrets
 
+from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
+from django.utils.deconstruct import deconstructible
 from django.db import models
 from django.utils import timezone
 
@@ -58,6 +60,30 @@ class Product(models.TextChoices):
     MIS = "MIS"
 
 
+EXCHANGE_CODES = ("NSE", "NFO", "BSE", "BFO", "CDS", "MCX")
+WEEKDAYS = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
+
+
+def split_list(text: str) -> list[str]:
+    return [item.strip().upper() for item in text.replace(",", " ").split() if item.strip()]
+
+
+@deconstructible
+class ChoiceListValidator:
+    """A comma- or space-separated list whose items are all among `choices` (any case)."""
+
+    def __init__(self, choices):
+        self.choices = tuple(choices)
+
+    def __call__(self, text: str) -> None:
+        unknown = [item for item in split_list(text) if item not in self.choices]
+        if unknown:
+            raise ValidationError(f"{', '.join(unknown)}: not one of {', '.join(self.choices)}")
+
+    def __eq__(self, other):
+        return isinstance(other, ChoiceListValidator) and self.choices == other.choices
+
+
 def secret_digest(secret: str) -> str:
     # Secrets are >= 24 chars (generated ones 32 random bytes): a fast hash is enough and
     # keeps the check far inside the webhook's time budget, unlike password hashers.
@@ -94,6 +120,26 @@ class Strategy(models.Model):
         default=True, help_text="block an ENTRY while a live order or open position on the same symbol and side exists")
     allow_cross_strategy = models.BooleanField(
         default=False, help_text="allow an ENTRY opposite to another strategy's live order or open position")
+    # Strategy rules (risk.rules): empty = anything.
+    allowed_exchanges = models.CharField(
+        max_length=64, blank=True, validators=[ChoiceListValidator(EXCHANGE_CODES)],
+        help_text="comma-separated, e.g. NSE,NFO; empty: any (GUARD_BLOCKED:SYMBOL_NOT_ALLOWED)")
+    symbol_patterns = models.TextField(
+        blank=True, help_text="trading symbols it may trade, shell patterns separated by commas or spaces, e.g. "
+                              "NIFTY* BANKNIFTY* RELIANCE-EQ; empty: any (GUARD_BLOCKED:SYMBOL_NOT_ALLOWED)")
+    allowed_products = models.CharField(
+        max_length=32, blank=True, validators=[ChoiceListValidator(Product.values)],
+        help_text="comma-separated, e.g. MIS; empty: any (GUARD_BLOCKED:PRODUCT_NOT_ALLOWED)")
+    allowed_order_types = models.CharField(
+        max_length=32, blank=True, validators=[ChoiceListValidator(OrderType.values)],
+        help_text="comma-separated, e.g. LIMIT,SL; empty: any (GUARD_BLOCKED:ORDER_TYPE_NOT_ALLOWED)")
+    window_start = models.TimeField(null=True, blank=True, help_text="IST; with window_end: orders only between")
+    window_end = models.TimeField(null=True, blank=True, help_text="IST (GUARD_BLOCKED:OUTSIDE_WINDOW)")
+    trading_days = models.CharField(
+        max_length=32, blank=True, validators=[ChoiceListValidator(WEEKDAYS)],
+        help_text="comma-separated, e.g. MON,TUE,WED,THU,FRI; empty: every day (GUARD_BLOCKED:OUTSIDE_WINDOW)")
+    exits_outside_window = models.BooleanField(
+        default=True, help_text="let EXIT legs through outside the window and days (never trapped in a position)")
     allowed_ips = models.TextField(
         blank=True, validators=[validate_networks],
         help_text="IP addresses or CIDR networks the webhook accepts this strategy's alerts from, separated by "
@@ -143,6 +189,7 @@ class Alert(models.Model):
     alert_id = models.CharField(max_length=64, help_text="client idempotency key, or generated")
     client_supplied_id = models.BooleanField(default=False)
     received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    sent_at = models.DateTimeField(null=True, blank=True, help_text="when the sender says it sent the alert")
     sender_ip = models.GenericIPAddressField(null=True, blank=True)
     actor = models.CharField(max_length=64)
     payload = models.JSONField(encoder=DjangoJSONEncoder, help_text="the body as received, secret redacted")
@@ -249,6 +296,34 @@ class OrderEvent(models.Model):
 
     def __str__(self):
         return f"{self.kind} {self.from_status or '-'}->{self.to_status}"
+
+
+class Fill(models.Model):
+    """One fill increment of one of our orders: the ledger P&L is computed from. Written by
+    orders.lifecycle in the transaction that records the fill; the same fill reported twice
+    (a poll, later a push) counts once."""
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="fills")
+    strategy = models.ForeignKey(Strategy, on_delete=models.PROTECT, related_name="fills")
+    qty = models.PositiveIntegerField(help_text="this increment")
+    price = models.DecimalField(max_digits=18, decimal_places=6, help_text="this increment's average price")
+    cum_qty = models.PositiveIntegerField(help_text="the order's filled quantity after it")
+    realized_pnl = models.DecimalField(max_digits=18, decimal_places=4, default=0,
+                                       help_text="P&L this fill realised on the strategy's position")
+    broker_fill_id = models.CharField(max_length=64, null=True, blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["order", "cum_qty"], name="one_fill_per_cumulative_qty"),
+            models.UniqueConstraint(fields=["broker_fill_id"], condition=models.Q(broker_fill_id__isnull=False),
+                                    name="one_fill_per_broker_fill_id"),
+        ]
+        indexes = [models.Index(fields=["strategy", "at"], name="fill_strategy_at"),
+                   models.Index(fields=["at"], name="fill_at")]
+
+    def __str__(self):
+        return f"{self.order_id} +{self.qty} @ {self.price} ({self.cum_qty})"
 
 
 class WatcherLease(models.Model):

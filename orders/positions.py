@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from brokers.base import add_fill
 
-from .models import Order, Position, Side
+from .models import Fill, Order, Position, Side
 
 log = logging.getLogger("orderdesk.positions")
 
@@ -44,7 +44,8 @@ def fill_increment(order: Order, filled_qty: int, avg_price: Decimal | None) -> 
     return delta, (filled_qty * after_avg - before) / delta
 
 
-def apply_fill(order: Order, filled_qty: int, avg_price: Decimal | None) -> None:
+def apply_fill(order: Order, filled_qty: int, avg_price: Decimal | None, broker_fill_id: str | None = None) -> None:
+    """The position after this fill, and the fill's row in the ledger with the P&L it realised."""
     increment = fill_increment(order, filled_qty, avg_price)
     if increment is None:
         return
@@ -54,8 +55,12 @@ def apply_fill(order: Order, filled_qty: int, avg_price: Decimal | None) -> None
     # Decimal(): a row get_or_create just made still holds the int defaults.
     book = Book(position.net_qty, Decimal(position.avg_price), Decimal(position.realized_pnl)).add(
         qty if order.side == Side.BUY else -qty, price)
+    now = timezone.now()
     Position.objects.filter(pk=position.pk).update(
-        net_qty=book.net_qty, avg_price=book.avg_price, realized_pnl=book.realized_pnl, updated_at=timezone.now())
+        net_qty=book.net_qty, avg_price=book.avg_price, realized_pnl=book.realized_pnl, updated_at=now)
+    Fill.objects.create(order=order, strategy_id=order.strategy_id, qty=qty, price=price.quantize(AVG_QUANTUM),
+                        cum_qty=filled_qty, realized_pnl=book.realized_pnl - Decimal(position.realized_pnl),
+                        broker_fill_id=broker_fill_id, at=now)
     log.info("position %s %s:%s %s %+d -> %+d", order.strategy_id, order.exchange, order.symbol, order.product,
              position.net_qty, book.net_qty)
 

@@ -6,16 +6,17 @@ whole with its verdicts and queued work, or not at all.
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
 from django.db.models import F, Max, Min
 from django.utils import timezone
 
-from risk.blockers import IntakeContext, evaluate
+from risk.pipeline import Check, IntakeContext, evaluate
 
 from . import lifecycle
+from .blocker_registry import get_blockers
 from .models import Alert, EventKind, Order, RejectedAlert, Status, Strategy, new_alert_id
 from .queue import enqueue_submissions
 from .validation import AlertRequest
@@ -30,6 +31,21 @@ class IntakeResult:
     alert: Alert
     orders: list[Order]
     created: bool  # False: a repeated alert_id, nothing new was registered
+
+
+@dataclass(frozen=True)
+class LegExplanation:
+    leg: int
+    checks: list[Check]
+    verdict: str  # the tag the leg would get; empty: it would be sent
+
+
+class _Explained(Exception):
+    """Carries an explanation out of the intake transaction, which it rolls back."""
+
+    def __init__(self, legs: list[LegExplanation]):
+        super().__init__("explained")
+        self.legs = legs
 
 
 def register_alert(*, strategy: Strategy, request: AlertRequest, source: str, actor: str,
@@ -53,7 +69,19 @@ def _existing(strategy: Strategy, alert_id: str | None) -> IntakeResult | None:
     return IntakeResult(alert, list(alert.orders.order_by("leg")), created=False)
 
 
-def _register(strategy, request, source, actor, payload, sender_ip) -> IntakeResult:
+def explain_alert(*, strategy: Strategy, request: AlertRequest, source: str, actor: str, payload: dict,
+                  sender_ip: str | None = None) -> list[LegExplanation]:
+    """What the intake would do with this alert, leg by leg, every check that ran listed: the
+    real intake path, in a transaction that is rolled back, so nothing of it stays."""
+    try:
+        # A fresh alert id: a repeated one would answer the first delivery's orders unchecked.
+        _register(strategy, replace(request, alert_id=None), source, actor, payload, sender_ip, explain=True)
+    except _Explained as explained:
+        return explained.legs
+    raise AssertionError("the explaining intake returned instead of rolling back")
+
+
+def _register(strategy, request, source, actor, payload, sender_ip, explain: bool = False) -> IntakeResult:
     # A repeated alert_id is caught by the unique constraint (see register_alert) rather
     # than looked up first: repeats are rare and the lookup would cost every intake a query.
     with transaction.atomic():
@@ -64,6 +92,7 @@ def _register(strategy, request, source, actor, payload, sender_ip) -> IntakeRes
             alert_id=request.alert_id or new_alert_id(),
             client_supplied_id=request.alert_id is not None,
             received_at=now,
+            sent_at=request.sent_at,
             sender_ip=sender_ip,
             actor=actor,
             payload=payload,
@@ -88,8 +117,13 @@ def _register(strategy, request, source, actor, payload, sender_ip) -> IntakeRes
             )
             for leg in request.legs
         )
+        ctx = IntakeContext(strategy, alert, orders, explain=explain, now=now)
+        if explain:
+            blocked = evaluate(ctx, get_blockers())
+            raise _Explained([LegExplanation(o.leg, [c for c in ctx.checks if c.leg == o.leg],
+                                             blocked[o.leg].tag if o.leg in blocked else "") for o in orders])
         lifecycle.record_created(orders, actor)
-        blocked = evaluate(IntakeContext(strategy, alert, orders))
+        blocked = evaluate(ctx, get_blockers())
         for order in orders:
             if order.leg in blocked:
                 verdict = blocked[order.leg]

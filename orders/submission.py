@@ -13,10 +13,8 @@ from django.utils import timezone
 
 from brokers.base import Broker, BrokerInDoubt, PlaceOutcome, PlaceRequest, PlaceResult
 from brokers.registry import get_broker
-from risk.killswitch import HALTED_TAG, effective_mode, halted
-from risk.models import Mode
-
 from . import lifecycle
+from .blocker_registry import claim_guard
 from .models import EventKind, Order, Status
 from .queue import enqueue_watcher
 from .watcher import watcher_running
@@ -77,10 +75,11 @@ def submit_order(command_id: str) -> str:
     broker = get_broker()
     # The claim itself checks the kill switch, in the same UPDATE: an order queued before the
     # switch was thrown to HALTED can never be claimed after it.
-    if not lifecycle.move(order, Status.SENT_TO_BROKER, actor=ACTOR, when=~halted(order.strategy_id)):
-        if effective_mode(order.strategy_id) == Mode.HALTED:
-            won = lifecycle.move(order, Status.FAILED, tag=HALTED_TAG, actor=ACTOR,
-                                 detail="kill switch HALTED at claim time")
+    guard = claim_guard()
+    if not lifecycle.move(order, Status.SENT_TO_BROKER, actor=ACTOR, when=~guard.blocks(order.strategy_id)):
+        refusal = guard.refusal(order.strategy_id)
+        if refusal:
+            won = lifecycle.move(order, Status.FAILED, tag=refusal[0], actor=ACTOR, detail=refusal[1])
             return "halted" if won else "claim lost"
         return "claim lost"
 

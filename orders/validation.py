@@ -7,13 +7,14 @@ Hand-written rather than a DRF serializer: it runs on every webhook inside Tradi
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 
-from .models import ExecutionType, OrderType, Product, Side
+from .models import EXCHANGE_CODES, ExecutionType, OrderType, Product, Side
 
-EXCHANGES = ("NSE", "NFO", "BSE", "BFO", "CDS", "MCX")
+EXCHANGES = EXCHANGE_CODES
 PRICE_MAX_DIGITS = 14
 PRICE_DECIMALS = 4
 PRICE_QUANTUM = Decimal(1).scaleb(-PRICE_DECIMALS)
@@ -52,6 +53,7 @@ class AlertRequest:
     execution_type: str
     exchange: str
     legs: tuple[LegRequest, ...]
+    sent_at: datetime | None = None
 
 
 def _reject_constant(name):
@@ -206,6 +208,22 @@ def _leg(index: int, data, errors: dict) -> LegRequest | None:
     return LegRequest(index + 1, symbol, side, qty, order_type, product, price, trigger)
 
 
+def _timestamp(value, errors: dict) -> datetime | None:
+    """ISO 8601 with an offset or Z (TradingView's {{timenow}}: 2026-12-01T09:15:00Z)."""
+    if value is None:
+        return None
+    moment = None
+    if isinstance(value, str) and 10 <= len(value.strip()) <= 40:
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            moment = None
+    if moment is None or moment.tzinfo is None or moment.utcoffset() is None:
+        errors["sent_at"] = ["must be an ISO 8601 time with an offset or Z, e.g. 2026-12-01T09:15:00Z"]
+        return None
+    return moment
+
+
 def validate_alert(data: dict) -> AlertRequest:
     """All field errors at once, or a clean AlertRequest."""
     errors: dict = {}
@@ -216,6 +234,7 @@ def validate_alert(data: dict) -> AlertRequest:
     alert_id = _text(data, "alert_id", errors, required=False, pattern=_ID_RE)
     execution_type = _choice(data, "execution_type", ExecutionType.values, errors)
     exchange = _choice(data, "exchange", EXCHANGES, errors)
+    sent_at = _timestamp(data.get("sent_at"), errors)
     legs_data = data.get("legs")
     legs: list[LegRequest] = []
     if not isinstance(legs_data, list) or not legs_data:
@@ -234,7 +253,7 @@ def validate_alert(data: dict) -> AlertRequest:
             errors["legs"] = leg_errors
     if errors:
         raise InvalidAlert(errors)
-    return AlertRequest(strategy, secret, alert_id, execution_type, exchange, tuple(legs))
+    return AlertRequest(strategy, secret, alert_id, execution_type, exchange, tuple(legs), sent_at)
 
 
 def redacted(data):

@@ -14,7 +14,7 @@ from django.db import connection
 from orders.models import LIVE_STATUSES, Alert, ExecutionType, Order, Position, Product, Side, Strategy
 from orders.tradingday import trading_day_start
 
-from .blockers import Verdict
+from .pipeline import Verdict
 from .models import GuardLock
 
 ORDERS, POSITIONS, STRATEGIES = (connection.ops.quote_name(model._meta.db_table) for model in (Order, Position, Strategy))

@@ -54,3 +54,19 @@ def set_mode(mode: str, *, actor: str, strategy: Strategy | None = None) -> Kill
         KillSwitchChange.objects.create(strategy=strategy, from_mode=before, to_mode=mode, actor=actor[:64])
     log.warning("kill switch %s: %s -> %s by %s", strategy or "global", before, mode, actor)
     return switch
+
+
+class HaltedAtClaim:
+    """The claim-time hook (settings.ORDERDESK_CLAIM_GUARD): the claim's own UPDATE checks
+    HALTED, so an order queued before the switch was thrown can never be claimed after it."""
+
+    def blocks(self, strategy_id: int) -> Exists:
+        return halted(strategy_id)
+
+    def refusal(self, strategy_id: int) -> tuple[str, str] | None:
+        if effective_mode(strategy_id) == Mode.HALTED:
+            return HALTED_TAG, "kill switch HALTED at claim time"
+        return None
+
+
+claim_guard = HaltedAtClaim()

@@ -141,7 +141,7 @@ def test_sqlite_locked_past_the_busy_timeout_is_a_503(strategy, alert_body, post
 
 @pytest.mark.django_db
 def test_unexpected_error_is_a_json_500_logged_and_recorded(strategy, alert_body, post_alert, monkeypatch, caplog):
-    def broken_blockers(ctx):
+    def broken_blockers(ctx, blockers):
         raise RuntimeError("blockers broke")
 
     monkeypatch.setattr(services, "evaluate", broken_blockers)  # inside the intake transaction

@@ -1,0 +1,45 @@
+"""The blockers every intake runs and the claim-time check, from the settings
+(ORDERDESK_BLOCKERS, ORDERDESK_CLAIM_GUARD: dotted paths), loaded once per process as
+brokers/registry.py loads brokers. The only way orders reaches risk's checks."""
+
+from functools import cache
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.utils.module_loading import import_string
+
+
+def _load(setting: str, path: str):
+    try:
+        return import_string(path)
+    except ImportError as exc:
+        raise ImproperlyConfigured(f"{setting}: cannot import {path!r}: {exc}") from None
+
+
+@cache
+def _blockers(paths: tuple[str, ...]) -> list:
+    return [_load("ORDERDESK_BLOCKERS", path) for path in paths]
+
+
+def get_blockers() -> list:
+    return _blockers(tuple(settings.ORDERDESK_BLOCKERS))
+
+
+@cache
+def _claim_guard(path: str):
+    return _load("ORDERDESK_CLAIM_GUARD", path)
+
+
+def claim_guard():
+    """An object with `blocks(strategy_id)`: a SQL condition under which the claim's UPDATE
+    must not win, and `refusal(strategy_id)`: the (tag, detail) to fail the order with then."""
+    return _claim_guard(settings.ORDERDESK_CLAIM_GUARD)
+
+
+@receiver(setting_changed)
+def _reload(*, setting, **kwargs):
+    if setting in ("ORDERDESK_BLOCKERS", "ORDERDESK_CLAIM_GUARD"):
+        _blockers.cache_clear()
+        _claim_guard.cache_clear()

@@ -1,0 +1,83 @@
+"""The blocker interface: what a blocker is given, what it answers, and how the answers of
+the configured blockers (settings.ORDERDESK_BLOCKERS, in that order) become each leg's fate.
+
+A blocker looks at the legs no earlier blocker has blocked (`ctx.pending()`) and returns a
+Verdict for each leg it blocks; the first verdict on a leg stands. The strategy's leg policy
+then decides what a blocked leg means for the rest of its alert. To explain an alert
+(`ctx.explain`), every blocker sees every leg and notes every check it ran, passed or not.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import NamedTuple
+
+from django.utils import timezone
+
+from orders.models import Alert, LegPolicy, Order, Strategy
+
+
+class Verdict(NamedTuple):
+    tag: str  # RISK_BLOCKED:<CODE>[ <figures>] or GUARD_BLOCKED:<CODE>[ <figures>]
+    detail: str = ""  # the full computation, for the audit row
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check on one leg, as `explain` lists it."""
+
+    leg: int
+    code: str
+    passed: bool
+    tag: str = ""
+    detail: str = ""
+
+
+@dataclass
+class IntakeContext:
+    strategy: Strategy
+    alert: Alert
+    orders: list[Order]
+    explain: bool = False
+    now: datetime = field(default_factory=timezone.now)
+    blocked: dict[int, Verdict] = field(default_factory=dict)  # leg number -> verdict
+    checks: list[Check] = field(default_factory=list)  # only when explaining
+
+    def pending(self) -> list[Order]:
+        if self.explain:
+            return list(self.orders)
+        return [o for o in self.orders if o.leg not in self.blocked]
+
+    def note(self, order: Order, code: str, verdict: Verdict | None, detail: str = "") -> Verdict | None:
+        """Record one check's outcome (when explaining) and hand the verdict back."""
+        if self.explain:
+            self.checks.append(Check(order.leg, code, verdict is None, verdict.tag if verdict else "",
+                                     verdict.detail if verdict else detail))
+        return verdict
+
+
+Blocker = Callable[[IntakeContext], dict[int, Verdict]]
+
+
+def batch_verdict(blocked: dict[int, Verdict]) -> Verdict:
+    reasons = "; ".join(f"leg {leg}: {verdict.tag}" for leg, verdict in sorted(blocked.items()))
+    # The tag is cut at 255 characters (a 20-leg alert can need more); the detail keeps every
+    # blocked leg's reason and specifics.
+    specifics = "; ".join(f"leg {leg}: {verdict.tag}" + (f" ({verdict.detail})" if verdict.detail else "")
+                          for leg, verdict in sorted(blocked.items()))
+    return Verdict(f"GUARD_BLOCKED:BATCH {reasons}", f"another leg of this alert was blocked: {specifics}")
+
+
+def evaluate(ctx: IntakeContext, blockers: list[Blocker]) -> dict[int, Verdict]:
+    """{leg number: verdict} for every leg that must not be sent."""
+    for blocker in blockers:
+        if not ctx.pending():
+            break
+        for leg, verdict in blocker(ctx).items():
+            ctx.blocked.setdefault(leg, verdict)
+    if ctx.blocked and len(ctx.blocked) < len(ctx.orders) and ctx.strategy.leg_policy == LegPolicy.ALL_OR_NONE:
+        # A leg blocked on its own keeps its reason; the legs failed for the batch say which
+        # leg took them down.
+        batch = batch_verdict(ctx.blocked)
+        return {o.leg: ctx.blocked.get(o.leg, batch) for o in ctx.orders}
+    return ctx.blocked
