@@ -104,7 +104,13 @@ class StrategyAdmin(admin.ModelAdmin):
     list_display = ["name", "enabled", "leg_policy", "block_duplicates", "allow_cross_strategy", "allowed_ips",
                     "created_at"]
     list_filter = ["enabled", "leg_policy"]
-    fields = ["name", "enabled", "leg_policy", "block_duplicates", "allow_cross_strategy", "allowed_ips"]
+    fieldsets = [
+        (None, {"fields": ["name", "enabled", "leg_policy", "block_duplicates", "allow_cross_strategy",
+                           "allowed_ips"]}),
+        ("Strategy rules (GUARD_BLOCKED:)", {"fields": [
+            "allowed_exchanges", "symbol_patterns", "allowed_products", "allowed_order_types",
+            ("window_start", "window_end"), "trading_days", "exits_outside_window"]}),
+    ]
     actions = ["allow_only_tradingview"]
 
     @admin.action(description="Accept alerts only from TradingView's sender addresses", permissions=["change"])

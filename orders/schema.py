@@ -60,6 +60,9 @@ class WebhookLegSerializer(serializers.Serializer):
 class WebhookAlertSerializer(serializers.Serializer):
     strategy = serializers.CharField(max_length=TEXT_MAX, help_text="the strategy's name")
     secret = serializers.CharField(help_text="the strategy's webhook secret (never stored; its digest is)")
+    sent_at = serializers.DateTimeField(
+        required=False, help_text="ISO 8601 with an offset or Z (TradingView: {{timenow}}); older than "
+                                  "ALERT_MAX_AGE_S, or over 5 s ahead: GUARD_BLOCKED:STALE_ALERT")
     alert_id = serializers.RegexField(
         r"^[\x21-\x7e]{1,64}$", required=False,
         help_text="idempotency key: the same alert_id again answers 200 with the orders of the first delivery")
@@ -88,6 +91,7 @@ TRADINGVIEW_EXAMPLE = {
     "strategy": "nifty-breakout",
     "secret": "the-strategy-secret-printed-by-create_strategy",
     "alert_id": "{{strategy.order.id}}-{{timenow}}",
+    "sent_at": "{{timenow}}",
     "execution_type": "ENTRY",
     "exchange": "NSE",
     "legs": [{"symbol": "RELIANCE-EQ", "side": "{{strategy.order.action}}", "qty": "{{strategy.order.contracts}}",
@@ -155,5 +159,39 @@ token_schema = extend_schema(
                           e403="plain HTTP under ORDERDESK_HTTPS",
                           e429="this username is locked out from this address after 5 failed logins; "
                                "`Retry-After` says when it may try again"),
+    },
+)
+
+
+class CheckSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="the check, e.g. QTY_LIMIT, DAILY_LOSS_LIMIT, OUTSIDE_WINDOW")
+    passed = serializers.BooleanField()
+    tag = serializers.CharField(allow_blank=True, help_text="the tag the order would get from this check")
+    detail = serializers.CharField(allow_blank=True, help_text="the figures that decided")
+
+
+class LegExplanationSerializer(serializers.Serializer):
+    leg = serializers.IntegerField()
+    verdict = serializers.CharField(allow_blank=True, help_text="the tag the leg would get; empty: it would be sent")
+    checks = CheckSerializer(many=True)
+
+
+explain_schema = extend_schema(
+    summary="Explain an alert: every check's verdict per leg, nothing registered",
+    description=(
+        "The same body and secret as the webhook. Runs the real intake in a transaction that is rolled "
+        "back, so it leaves no alert, order or rejected-alert row, and lists every check that ran on each "
+        "leg, not only the first that blocked. Throttled as the webhook."),
+    auth=[],
+    request={"application/json": WebhookAlertSerializer, "text/plain": WebhookAlertSerializer},
+    responses={
+        200: inline_serializer("Explanation", {"legs": LegExplanationSerializer(many=True)}),
+        **error_responses(400, 401, 403, 413, 415, 429, 503,
+                          e400="not a valid alert: `errors` lists every field's problem",
+                          e401="unknown strategy or wrong secret (logged, not recorded)",
+                          e403="plain HTTP under ORDERDESK_HTTPS, or a sender address outside the strategy's "
+                               "allowed_ips",
+                          e429="over the webhook's rate limits"),
+        500: OpenApiResponse(ErrorSerializer, description="our fault: logged"),
     },
 )

@@ -22,6 +22,14 @@ def intake_response(result) -> dict:
     }
 
 
+def explain_response(legs) -> dict:
+    return {"legs": [
+        {"leg": leg.leg, "verdict": leg.verdict,
+         "checks": [{"code": c.code, "passed": c.passed, "tag": c.tag, "detail": c.detail} for c in leg.checks]}
+        for leg in legs
+    ]}
+
+
 class OrderEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = OrderEvent

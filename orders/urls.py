@@ -9,6 +9,7 @@ urlpatterns = [
     # A webhook URL typed without the slash must not meet APPEND_SLASH's redirect: a client
     # following it would lose the POST body (and the alert) on the way.
     path("webhook", views.WebhookNoSlashView.as_view()),
+    path("webhook/explain/", views.ExplainView.as_view(), name="webhook-explain"),
     path("orders/", views.OrderListView.as_view(), name="order-list"),
     # Command ids are hex: anything else (a NUL, which PostgreSQL refuses in a query) is a 404.
     path("orders/<slug:command_id>/", views.OrderDetailView.as_view(), name="order-detail"),

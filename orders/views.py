@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .models import Order, OrderEvent, Status
-from .schema import order_detail_schema, order_list_schema, token_schema, webhook_schema
+from .schema import explain_schema, order_detail_schema, order_list_schema, token_schema, webhook_schema
 from .serializers import OrderDetailSerializer, OrderSerializer
 from .webhook import receive_webhook
 
@@ -46,6 +46,15 @@ class WebhookView(APIView):
 @extend_schema_view(post=extend_schema(exclude=True))  # the same operation as webhook/
 class WebhookNoSlashView(WebhookView):
     pass
+
+
+class ExplainView(WebhookView):
+    """POST an alert as to the webhook: what every check would say of each leg; nothing stays."""
+
+    @explain_schema
+    def post(self, request):
+        reply = receive_webhook(request._request, explain=True)
+        return Response(reply.payload, status=reply.status, headers=reply.headers)
 
 
 class OrderFilter(filters.FilterSet):

@@ -17,8 +17,8 @@ from django.http import HttpRequest
 from orderdesk.network import HTTPS_REQUIRED, address_in, client_ip
 
 from .models import Source, Strategy
-from .serializers import intake_response
-from .services import record_rejected_alert, register_alert
+from .serializers import explain_response, intake_response
+from .services import explain_alert, record_rejected_alert, register_alert
 from .throttles import webhook_limits
 from .validation import InvalidAlert, parse_json, redact_text, redacted, validate_alert
 
@@ -83,10 +83,13 @@ class _Delivery:
     """What is known so far about one POST: what its RejectedAlert row can show."""
 
     ip: str | None
+    record: bool = True  # False when explaining: a user testing an alert leaves no row
     raw: bytes = b""
     data: dict | None = None
 
     def record_refusal(self, status: int, reason: str) -> None:
+        if not self.record:
+            return
         if self.data is not None:
             body = str(redacted(self.data))
             name = self.data.get("strategy")
@@ -108,12 +111,14 @@ class _Delivery:
                            {"Retry-After": str(max(1, math.ceil(wait_s)))})
 
 
-def receive_webhook(request: HttpRequest) -> WebhookReply:
+def receive_webhook(request: HttpRequest, explain: bool = False) -> WebhookReply:
     """One POST to the webhook, answered: 201/200 registered (200: a repeated alert_id),
-    4xx refused and recorded, 503 retry later, 500 our fault (logged and recorded)."""
-    delivery = _Delivery(client_ip(request))
+    4xx refused and recorded, 503 retry later, 500 our fault (logged and recorded).
+    `explain`: the same checks, answered 200 with every blocker's verdict per leg, and
+    nothing registered or recorded."""
+    delivery = _Delivery(client_ip(request), record=not explain)
     try:
-        return _receive(request, delivery)
+        return _receive(request, delivery, explain)
     except (OperationalError, InterfaceError) as exc:
         # Unreachable, its pool exhausted, or (SQLite) still locked after the busy timeout:
         # the intake is one transaction, so nothing is half-registered, and a retry can
@@ -128,7 +133,7 @@ def receive_webhook(request: HttpRequest) -> WebhookReply:
         return WebhookReply(500, {"detail": INTERNAL_ERROR})
 
 
-def _receive(request: HttpRequest, delivery: _Delivery) -> WebhookReply:
+def _receive(request: HttpRequest, delivery: _Delivery, explain: bool) -> WebhookReply:
     if settings.ORDERDESK_HTTPS and not request.is_secure():
         return delivery.refuse(403, HTTPS_REQUIRED)  # never a redirect: the POST would lose its body
     per_ip, per_strategy = webhook_limits()
@@ -155,6 +160,9 @@ def _receive(request: HttpRequest, delivery: _Delivery) -> WebhookReply:
         return delivery.refuse(403, f"sender address {delivery.ip} is not in this strategy's allowed_ips")
     if (wait := per_strategy.hit(str(strategy.pk))) is not None:
         return delivery.throttled(per_strategy, wait, "per strategy")
-    result = register_alert(strategy=strategy, request=alert, source=Source.WEBHOOK, actor="webhook",
-                            payload=redacted(delivery.data), sender_ip=delivery.ip)
+    intake = dict(strategy=strategy, request=alert, source=Source.WEBHOOK, actor="webhook",
+                  payload=redacted(delivery.data), sender_ip=delivery.ip)
+    if explain:
+        return WebhookReply(200, explain_response(explain_alert(**intake)))
+    result = register_alert(**intake)
     return WebhookReply(201 if result.created else 200, intake_response(result))

@@ -274,3 +274,23 @@ def _check_order(scope: Scope, order: Order, quotes: dict, passed: list) -> list
             f"RISK_BLOCKED:MAX_POSITIONS{label} {len(open_now)} open >= {limits.max_positions}",
             f"open or opening: {', '.join(sorted(f'{e}:{s}' for e, s, _ in open_now))}") if over else None))
     return results
+
+
+def live_state(limits: RiskLimits) -> str:
+    """What the limits are checked against right now, for the admin: today's P&L, losing
+    exits in a row, cooldown, lock."""
+    strategy = None if limits.is_account else limits.strategy
+    limits.locked = RiskLock.objects.filter(limits=limits, reset_at__isnull=True).exists()
+    scope = Scope(limits, strategy, IntakeContext(strategy, None, []), " account" if strategy is None else "")
+    pnl, how = scope.day_pnl()
+    parts = [f"day P&L {_money(pnl)} ({how})" if pnl is not None else f"day P&L unknown: {how}"]
+    exits = list(scope.fills().filter(order__execution_type=ExecutionType.EXIT).values("order_id")
+                 .annotate(pnl=Sum("realized_pnl"), last=Max("at")).order_by("-last")[:20])
+    losing = next((i for i, e in enumerate(exits) if e["pnl"] >= 0), len(exits))
+    parts.append(f"losing exits in a row: {losing}")
+    if limits.cooldown_min:
+        _, verdict = scope.cooldown()
+        parts.append(verdict.tag.split(" ", 1)[1] if verdict else "no cooldown")
+    lock = scope.active_lock() if limits.locked else None
+    parts.append(f"LOCKED since {lock.created_at:%Y-%m-%d %H:%M} UTC: {lock.tag}" if lock else "not locked")
+    return "; ".join(parts)

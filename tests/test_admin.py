@@ -110,8 +110,14 @@ def test_other_pages_load(admin_client, orders, path):
     assert admin_client.get(path).status_code == 200
 
 
+# The strategy page's risk-limits inline (risk/admin.py), empty.
+NO_LIMITS_FORM = {"risk_limits-TOTAL_FORMS": "0", "risk_limits-INITIAL_FORMS": "0",
+                  "risk_limits-MIN_NUM_FORMS": "0", "risk_limits-MAX_NUM_FORMS": "1"}
+
+
 def test_creating_a_strategy_shows_its_secret_once_and_stores_a_digest(admin_client):
-    form = {"name": "swing", "enabled": "on", "leg_policy": "ALL_OR_NONE", "block_duplicates": "on"}
+    form = {"name": "swing", "enabled": "on", "leg_policy": "ALL_OR_NONE", "block_duplicates": "on",
+            "exits_outside_window": "on", **NO_LIMITS_FORM}
     response = admin_client.post("/admin/orders/strategy/add/", form, follow=True)
     assert response.status_code == 200
     [message] = [str(m) for m in response.context["messages"] if "secret" in str(m)]
@@ -127,7 +133,7 @@ def test_creating_a_strategy_shows_its_secret_once_and_stores_a_digest(admin_cli
 
 def test_editing_a_strategy_keeps_its_secret(admin_client, strategy):
     digest = strategy.secret_digest
-    form = {"enabled": "", "leg_policy": "PER_LEG"}
+    form = {"enabled": "", "leg_policy": "PER_LEG", **NO_LIMITS_FORM}
     response = admin_client.post(f"/admin/orders/strategy/{strategy.pk}/change/", form, follow=True)
     assert response.status_code == 200
     assert not any("secret" in str(m) for m in response.context["messages"])

@@ -51,7 +51,7 @@ def test_schema_lists_every_endpoint_with_its_errors(client):
     operations = {(path, method): op for path, item in spec["paths"].items() for method, op in item.items()}
     assert set(operations) == {
         ("/api/webhook/", "post"), ("/api/orders/", "get"), ("/api/orders/{command_id}/", "get"),
-        ("/api/health/", "get"), ("/api/token/", "post"),
+        ("/api/health/", "get"), ("/api/token/", "post"), ("/api/webhook/explain/", "post"),
     }
     webhook = operations[("/api/webhook/", "post")]
     assert {"200", "201", "400", "401", "403", "413", "415", "429", "503"} <= set(webhook["responses"])
