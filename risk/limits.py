@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db.models import Exists, Max, OuterRef, Q, Sum
-from django.utils import timezone
 
 from orders.models import (LIVE_STATUSES, BrokerPosition, ExecutionType, Fill, Order, Position, Product, Source,
                            Strategy)
@@ -32,6 +31,12 @@ MONEY = Decimal("0.01")
 
 def _money(value) -> str:
     return f"{Decimal(value).quantize(MONEY)}"
+
+
+def _price(value) -> str:
+    """Two decimals, or four where the tick needs them (2950.00, 82.2525)."""
+    value = Decimal(value)
+    return _money(value) if value == value.quantize(MONEY) else f"{value.quantize(Decimal('0.0001'))}"
 
 
 @dataclass
@@ -68,11 +73,12 @@ class Scope:
             for p in open_positions:
                 quote: Quote | None = quotes.get((p.exchange, p.symbol))
                 if quote is None or self.ctx.now - quote.at > max_age:
-                    age = "no price" if quote is None else f"price {quote.price} is {(self.ctx.now - quote.at).total_seconds():.0f}s old"
+                    age = "no price" if quote is None else \
+                        f"price {_price(quote.price)} is {(self.ctx.now - quote.at).total_seconds():.0f}s old"
                     return Decimal(0), "", f"{p.exchange}:{p.symbol} {p.net_qty:+d}: {age}"
                 upnl = (quote.price - Decimal(p.avg_price)) * p.net_qty
                 total += upnl
-                parts.append(f"{p.symbol} {p.net_qty:+d} @ {Decimal(p.avg_price).quantize(MONEY)} -> {quote.price}: "
+                parts.append(f"{p.symbol} {p.net_qty:+d} @ {_price(p.avg_price)} -> {_price(quote.price)}: "
                              f"{_money(upnl)}")
             return total, "; ".join(parts), None
         return self.once("unrealized", compute)
@@ -223,6 +229,10 @@ def check_limits(ctx: IntakeContext) -> dict[int, Verdict]:
     return blocked
 
 
+def _price_unknown(order: Order, label: str, detail: str) -> Verdict:
+    return Verdict(f"RISK_BLOCKED:PRICE_UNKNOWN{label} {order.exchange}:{order.symbol}", detail)
+
+
 def _check_order(scope: Scope, order: Order, quotes: dict, passed: list) -> list[tuple[str, Verdict | None]]:
     limits, label, results = scope.limits, scope.label, []
     entry = order.execution_type == ExecutionType.ENTRY
@@ -240,26 +250,26 @@ def _check_order(scope: Scope, order: Order, quotes: dict, passed: list) -> list
     if limits.max_notional is not None:
         price = _price_of(order, quotes)
         if price is None:
-            results.append(("PRICE_UNKNOWN", Verdict(f"RISK_BLOCKED:PRICE_UNKNOWN{label} {order.exchange}:{order.symbol}",
-                                                     f"notional cap {_money(limits.max_notional)}: no limit price "
-                                                     "and no known price")))
+            results.append(("PRICE_UNKNOWN", _price_unknown(order, label, f"notional cap {_money(limits.max_notional)}: "
+                                                                           "no limit price and no known price")))
         else:
             notional = price * order.qty
             over = notional > limits.max_notional
             results.append(("NOTIONAL_LIMIT", Verdict(
                 f"RISK_BLOCKED:NOTIONAL_LIMIT{label} {_money(notional)} > {_money(limits.max_notional)}",
-                f"{order.qty} x {price} = {_money(notional)}") if over else None))
+                f"{order.qty} x {_price(price)} = {_money(notional)}") if over else None))
     if limits.price_band_pct is not None and order.price is not None:
         quote = quotes.get((order.exchange, order.symbol))
         if quote is None:
-            results.append(("PRICE_UNKNOWN", Verdict(f"RISK_BLOCKED:PRICE_UNKNOWN{label} {order.exchange}:{order.symbol}",
-                                                     f"price band {limits.price_band_pct}%: no known price")))
+            results.append(("PRICE_UNKNOWN", _price_unknown(order, label,
+                                                            f"price band {limits.price_band_pct}%: no known price")))
         else:
             off = abs(order.price - quote.price) / quote.price * 100
             over = off > limits.price_band_pct
             results.append(("PRICE_BAND", Verdict(
-                f"RISK_BLOCKED:PRICE_BAND{label} {order.price} is {off:.2f}% from {quote.price} > "
-                f"{limits.price_band_pct}%", f"latest price {quote.price} at {quote.at:%H:%M:%S} UTC") if over else None))
+                f"RISK_BLOCKED:PRICE_BAND{label} {_price(order.price)} is {off:.2f}% from {_price(quote.price)} > "
+                f"{limits.price_band_pct}%", f"latest price {_price(quote.price)} at {quote.at:%H:%M:%S} UTC")
+                if over else None))
     if limits.max_orders_per_min is not None and not (order.source == Source.SYSTEM and not entry):
         count = scope.once("recent", scope.recent_orders) + len(passed) + 1
         over = count > limits.max_orders_per_min

@@ -38,6 +38,7 @@ def set_limits(strategy: Strategy | None, *, actor: str, clear: bool = False, **
         limits.updated_at, limits.updated_by = now, actor[:64]
         limits.full_clean()
         limits.save()
+        limits.refresh_from_db()  # the stored figures (2.5 -> 2.50)
     log.warning("risk limits of %s set by %s: %s", strategy or "the account", actor, limits.configured() or "none")
     return limits
 
