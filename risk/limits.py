@@ -250,8 +250,9 @@ def _check_order(scope: Scope, order: Order, quotes: dict, passed: list) -> list
     if limits.max_notional is not None:
         price = _price_of(order, quotes)
         if price is None:
-            results.append(("PRICE_UNKNOWN", _price_unknown(order, label, f"notional cap {_money(limits.max_notional)}: "
-                                                                           "no limit price and no known price")))
+            cap = _money(limits.max_notional)
+            results.append(("PRICE_UNKNOWN", _price_unknown(order, label,
+                                                            f"notional cap {cap}: no limit price and no known price")))
         else:
             notional = price * order.qty
             over = notional > limits.max_notional
