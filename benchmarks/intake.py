@@ -29,6 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-0123456789abcdefghijklmnop"  # >= 24 chars
 STRATEGY = "bench"
+LIMITS_STRATEGY = "bench-limits"  # every risk limit configured, a day of history (issue 10)
+LIMITS_SERIES = "1-leg, limits"
+HISTORY_FILLS = 1000
+TARGET_LIMITS_RATIO = 1.3
 TARGET_P50_MS = 5.0
 TARGET_RATIO = 3.0
 
@@ -38,6 +42,8 @@ def parse_args():
     p.add_argument("--n", type=int, default=2000, help="measured requests per series (default 2000)")
     p.add_argument("--warmup", type=int, default=200, help="unmeasured requests per series first (default 200)")
     p.add_argument("--no-two-leg", action="store_true", help="skip the 2-leg alert series")
+    p.add_argument("--no-limits", action="store_true",
+                   help="skip the series on a strategy with every risk limit and 1,000 fills of history")
     p.add_argument("--profile", type=int, default=0, metavar="K",
                    help="afterwards, cProfile K more 1-leg intakes and print the top functions")
     p.add_argument("--breakdown", type=int, default=0, metavar="K",
@@ -55,6 +61,8 @@ def setup_django(tmpdir: str):
     os.environ["DJANGO_SETTINGS_MODULE"] = "orderdesk.settings"
     os.environ.setdefault("SECRET_KEY", "bench-intake-" + os.urandom(16).hex())  # a throwaway database
     os.environ.pop("REDIS_URL", None)  # the embedded default: django-q2 ORM broker
+    # Thousands of alerts a minute from one address: the limit is counted, never reached.
+    os.environ["WEBHOOK_RATE_PER_IP"] = os.environ["WEBHOOK_RATE_PER_STRATEGY"] = "100000000/min"
     import django
 
     django.setup()
@@ -102,10 +110,38 @@ def setup_django(tmpdir: str):
     strategy = Strategy(name=STRATEGY)
     strategy.set_secret(SECRET)
     strategy.save()
+    with_limits_and_history()
 
     from django.core.handlers.wsgi import WSGIHandler
 
     return WSGIHandler()
+
+
+def with_limits_and_history():
+    """A strategy with every risk limit set (generous: its alerts pass) and a trading day behind
+    it: 1,000 winning fills today and an open position valued at the paper broker's price."""
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from orders.models import Alert, Fill, Order, Position, Strategy
+    from risk.services import set_limits
+
+    strategy = Strategy(name=LIMITS_STRATEGY)
+    strategy.set_secret(SECRET)
+    strategy.save()
+    set_limits(strategy, actor="bench", daily_loss=Decimal(10**9), max_loss=Decimal(10**9), cooldown_min=5,
+               cooldown_after_losses=2, max_qty=10**6, max_notional=Decimal(10**12), max_orders_per_min=10**9,
+               max_positions=10**6, price_band_pct=Decimal(50))
+    now = timezone.now()
+    alert = Alert.objects.create(strategy=strategy, source="webhook", alert_id="history", actor="bench", payload={})
+    order = Order.objects.create(alert=alert, leg=1, strategy=strategy, source="webhook", execution_type="EXIT",
+                                 exchange="NSE", symbol="TCS-EQ", side="SELL", qty=HISTORY_FILLS,
+                                 order_type="MARKET", product="MIS", status="EXECUTED", filled_qty=HISTORY_FILLS)
+    Fill.objects.bulk_create(Fill(order=order, strategy=strategy, qty=1, price=Decimal("4120"), cum_qty=i + 1,
+                                  realized_pnl=Decimal("1.5"), at=now) for i in range(HISTORY_FILLS))
+    Position.objects.create(strategy=strategy, exchange="NSE", symbol="HDFCBANK-EQ", product="MIS", net_qty=10,
+                            avg_price=Decimal("1700"))
 
 
 def hold_cluster_connection(tmpdir: str):
@@ -119,11 +155,12 @@ def hold_cluster_connection(tmpdir: str):
     return conn
 
 
-def alert_body(alert_id: str, legs: int, symbols=("RELIANCE-EQ", "SBIN-EQ", "INFY-EQ", "TCS-EQ")) -> bytes:
+def alert_body(alert_id: str, legs: int, symbols=("RELIANCE-EQ", "SBIN-EQ", "INFY-EQ", "TCS-EQ"),
+               strategy: str = STRATEGY) -> bytes:
     """A TradingView-style alert. The profile and breakdown runs pass a fresh symbol each time:
     nothing is live on it, so the alert passes the guard without the untimed settle()."""
     return json.dumps({
-        "strategy": STRATEGY,
+        "strategy": strategy,
         "secret": SECRET,
         "alert_id": alert_id,
         "execution_type": "ENTRY",
@@ -211,7 +248,9 @@ def run(args, caller):
     series = {"intake 1-leg": [], "no-op DRF": []}
     if not args.no_two_leg:
         series["intake 2-leg"] = []
-    expected = {"intake 1-leg": 201, "no-op DRF": 201, "intake 2-leg": 201}
+    if not args.no_limits:
+        series[LIMITS_SERIES] = []
+    expected = {"intake 1-leg": 201, "no-op DRF": 201, "intake 2-leg": 201, LIMITS_SERIES: 201}
     noop_body = alert_body("noop", 1)
     counter = 0
 
@@ -222,7 +261,8 @@ def run(args, caller):
             status, ms = caller.post("/noop/", noop_body)
         else:
             legs = 2 if name == "intake 2-leg" else 1
-            status, ms = caller.post("/api/webhook/", alert_body(f"tv-{counter:08d}", legs))
+            strategy = LIMITS_STRATEGY if name == LIMITS_SERIES else STRATEGY
+            status, ms = caller.post("/api/webhook/", alert_body(f"tv-{counter:08d}", legs, strategy=strategy))
             settle()
         if status != expected[name]:
             raise SystemExit(f"{name}: HTTP {status}, expected {expected[name]}")
@@ -393,6 +433,10 @@ def main():
         intake, noop = stats["intake 1-leg"], stats["no-op DRF"]
         r50, r99 = intake["p50"] / noop["p50"], intake["p99"] / noop["p99"]
         print(f"\nratio intake/no-op: p50 {r50:.1f}x, p99 {r99:.1f}x")
+        if LIMITS_SERIES in stats:
+            ratio = stats[LIMITS_SERIES]["p50"] / intake["p50"]
+            print(f"every risk limit on a strategy with {HISTORY_FILLS} fills today vs none: p50 {ratio:.2f}x "
+                  f"(target <= {TARGET_LIMITS_RATIO}x: {'MET' if ratio <= TARGET_LIMITS_RATIO else 'MISSED'})")
         print(f"queries per intake: 1-leg {stmts1} statements + {begins1} BEGIN + {commits1} COMMIT", end="")
         if stmts2 is not None:
             print(f"; 2-leg {stmts2} statements + {begins2} BEGIN + {commits2} COMMIT")

@@ -112,8 +112,9 @@ class PaperBroker(Broker):
     def reference_prices(self, instruments):
         if not instruments:
             return {}
-        rows = PaperInstrument.objects.filter(symbol__in={symbol for _, symbol in instruments})
-        return {(i.exchange, i.symbol): i.ref_price for i in rows if (i.exchange, i.symbol) in instruments}
+        rows = PaperInstrument.objects.filter(symbol__in={symbol for _, symbol in instruments}).values_list(
+            "exchange", "symbol", "ref_price")
+        return {(e, s): price for e, s, price in rows if (e, s) in instruments}
 
     def positions(self) -> list[Position]:
         """Net quantity, average price and P&L per instrument from the fills (average cost)."""
