@@ -269,3 +269,30 @@ def test_intake_queries_stay_bounded_whatever_the_history(desk, limits, strategy
                                      if history == 10 else "4100"))
         counts.append(len(captured.captured_queries))
     assert counts[0] == counts[1] <= 30, counts
+
+
+# --- the admin ----------------------------------------------------------------------------
+
+
+def test_the_strategy_page_shows_its_limits_and_their_live_state(desk, limits, admin_client, strategy):
+    limits(daily_loss=Decimal(1000), cooldown_min=10)
+    bought(desk)
+    reprice("RELIANCE-EQ", "2900", desk)
+    page = admin_client.get(f"/admin/orders/strategy/{strategy.pk}/change/").content.decode()
+    assert "day P&amp;L -500.00 (realised 0.00 + unrealised -500.00" in page
+    assert "losing exits in a row: 0" in page and "no cooldown" in page and "not locked" in page
+
+
+def test_the_admin_resets_a_lock_and_records_who(desk, limits, admin_client):
+    limits(max_loss=Decimal(100))
+    bought(desk)
+    reprice("RELIANCE-EQ", "2900", desk)
+    assert desk.entry("BUY", "SBIN-EQ", 1).tag.startswith("RISK_BLOCKED:MAX_LOSS_LOCK ")
+    lock = RiskLock.objects.get()
+    response = admin_client.post("/admin/risk/risklock/", {"action": "reset_locks", "_selected_action": [lock.pk]},
+                                 follow=True)
+    assert response.status_code == 200
+    lock.refresh_from_db()
+    assert lock.reset_by == "admin:admin" and lock.reset_at is not None
+    reprice("RELIANCE-EQ", "2950", desk)
+    assert_passed(desk.entry("BUY", "INFY-EQ", 1))
