@@ -98,6 +98,9 @@ TRADINGVIEW_EXAMPLE = {
               "order_type": "MARKET", "product": "MIS"}],
 }
 
+ALERT_BODY = {"application/json": WebhookAlertSerializer, "text/plain": WebhookAlertSerializer}
+SENDER_REFUSED = "plain HTTP under ORDERDESK_HTTPS, or a sender address outside the strategy's allowed_ips"
+
 webhook_schema = extend_schema(
     summary="Register an alert (TradingView and other senders)",
     description=(
@@ -105,7 +108,7 @@ webhook_schema = extend_schema(
         "sends). Every alert that passes authentication is registered with one order per leg; a blocked "
         "order still answers 201, with status FAILED and its tag. Answers are always JSON."),
     auth=[],
-    request={"application/json": WebhookAlertSerializer, "text/plain": WebhookAlertSerializer},
+    request=ALERT_BODY,
     responses={
         201: OpenApiResponse(IntakeReplySerializer, description="registered: the orders, CREATED or FAILED with a tag"),
         200: OpenApiResponse(IntakeReplySerializer,
@@ -113,8 +116,7 @@ webhook_schema = extend_schema(
         **error_responses(400, 401, 403, 413, 415, 429, 503,
                           e400="not a valid alert: `errors` lists every field's problem (`legs` per leg)",
                           e401="unknown strategy or wrong secret (the same answer for both)",
-                          e403="plain HTTP under ORDERDESK_HTTPS, or a sender address outside the strategy's "
-                               "allowed_ips",
+                          e403=SENDER_REFUSED,
                           e429="over WEBHOOK_RATE_PER_IP or WEBHOOK_RATE_PER_STRATEGY; `Retry-After` says when"),
         500: OpenApiResponse(ErrorSerializer, description="our fault: logged and recorded as a rejected alert"),
     },
@@ -183,14 +185,13 @@ explain_schema = extend_schema(
         "back, so it leaves no alert, order or rejected-alert row, and lists every check that ran on each "
         "leg, not only the first that blocked. Throttled as the webhook."),
     auth=[],
-    request={"application/json": WebhookAlertSerializer, "text/plain": WebhookAlertSerializer},
+    request=ALERT_BODY,
     responses={
         200: inline_serializer("Explanation", {"legs": LegExplanationSerializer(many=True)}),
         **error_responses(400, 401, 403, 413, 415, 429, 503,
                           e400="not a valid alert: `errors` lists every field's problem",
                           e401="unknown strategy or wrong secret (logged, not recorded)",
-                          e403="plain HTTP under ORDERDESK_HTTPS, or a sender address outside the strategy's "
-                               "allowed_ips",
+                          e403=SENDER_REFUSED,
                           e429="over the webhook's rate limits"),
         500: OpenApiResponse(ErrorSerializer, description="our fault: logged"),
     },
