@@ -89,15 +89,16 @@ def read_figures(strategy: Strategy | None, ctx: IntakeContext, since, exits: in
     through the status index (`+strategy_id` keeps SQLite off the strategy's whole history)."""
     adapt = connection.ops.adapt_datetimefield_value
     day, recent_since = trading_day_start(ctx.now), ctx.now - timedelta(seconds=60)
+
     def mine(alias: str = "") -> str:  # the account: every strategy
         return f"{alias}strategy_id = %s" if strategy else "%s IS NULL"
 
     who = [strategy.pk if strategy else None]
     # PostgreSQL types each column of a UNION from its first branch: its NULLs say which.
-    moment = "TIMESTAMP WITH TIME ZONE" if connection.vendor == "postgresql" else "TEXT"
+    moment_type = "TIMESTAMP WITH TIME ZONE" if connection.vendor == "postgresql" else "TEXT"
     blocked = " AND ".join(f"o.tag NOT LIKE '{prefix}%%'" for prefix in BLOCKED_AT_INTAKE)
     sql = f"""
-        SELECT 'today', NULL, NULL, NULL, SUM(realized_pnl), CAST(NULL AS NUMERIC), CAST(NULL AS {moment})
+        SELECT 'today', NULL, NULL, NULL, SUM(realized_pnl), CAST(NULL AS NUMERIC), CAST(NULL AS {moment_type})
           FROM {FILLS} WHERE {mine()} AND at >= %s
         UNION ALL
         SELECT 'since', NULL, NULL, NULL, SUM(realized_pnl), NULL, NULL FROM {FILLS} WHERE {mine()} AND at >= %s
