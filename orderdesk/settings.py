@@ -341,6 +341,14 @@ LOGGING = {
     },
 }
 
+# --- Telegram (orders/notify.py): off while the token or the chat is unset
+TELEGRAM_BOT_TOKEN = env_str("TELEGRAM_BOT_TOKEN")
+TELEGRAM_CHAT_ID = env_str("TELEGRAM_CHAT_ID")
+TELEGRAM_API_BASE = env_str("TELEGRAM_API_BASE", "https://api.telegram.org")
+TELEGRAM_NOTIFY_EXECUTED = env_bool("TELEGRAM_NOTIFY_EXECUTED", False)
+TELEGRAM_TIMEOUT_S = env_float("TELEGRAM_TIMEOUT_S", 3)
+TELEGRAM_MAX_ATTEMPTS = env_int("TELEGRAM_MAX_ATTEMPTS", 8)
+
 # --- Shoonya
 # The live broker (ORDERDESK_BROKER=shoonya), Noren OMS REST API. Credentials come only from
 # the environment; the session they buy is stored in the database (brokers.BrokerSession).

@@ -6,6 +6,7 @@ from .models import (
     TRADINGVIEW_SENDER_IPS,
     Alert,
     BrokerPosition,
+    Notification,
     Order,
     OrderEvent,
     Position,
@@ -146,3 +147,30 @@ class BrokerPositionAdmin(ReadOnlyAdmin):
     list_display = ["exchange", "symbol", "product", "net_qty", "net_avg_price", "realized_pnl", "unrealized_pnl",
                     "last_price", "taken_at"]
     search_fields = ["symbol"]
+
+
+class DeliveryFilter(admin.SimpleListFilter):
+    title = "delivery"
+    parameter_name = "delivery"
+
+    def lookups(self, request, model_admin):
+        return [("unsent", "not delivered yet"), ("given_up", "given up"), ("sent", "sent")]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value == "unsent":
+            return queryset.filter(sent_at__isnull=True, gave_up_at__isnull=True)
+        if value == "given_up":
+            return queryset.filter(gave_up_at__isnull=False)
+        if value == "sent":
+            return queryset.filter(sent_at__isnull=False)
+        return queryset
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "text", "count", "priority", "sent_at", "attempts", "next_attempt_at",
+                    "last_error", "gave_up_at"]
+    list_filter = [DeliveryFilter, "priority"]
+    search_fields = ["text"]
+    show_full_result_count = False

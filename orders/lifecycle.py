@@ -12,6 +12,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from . import events
 from .models import TERMINAL_STATUSES, EventKind, Order, OrderEvent, Status
 from .positions import apply_fill
 
@@ -92,7 +93,7 @@ def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes
             return False
         if "filled_qty" in changes:
             apply_fill(order, changes["filled_qty"], changes.get("avg_price", order.avg_price))
-        OrderEvent.objects.create(
+        event = OrderEvent.objects.create(
             order=order,
             kind=kind,
             from_status=order.status,
@@ -102,13 +103,24 @@ def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes
             detail=detail,
             at=now,
         )
-    log.info(
-        "order %s %s %s->%s tag=%r actor=%s %s",
-        order.command_id, kind, order.status, to, update.get("tag", order.tag), actor, detail,
-    )
-    for field, value in update.items():
-        setattr(order, field, value)
+        line = ("order %s %s %s->%s tag=%r actor=%s %s",
+                order.command_id, kind, order.status, to, update.get("tag", order.tag), actor, detail)
+        for field, value in update.items():
+            setattr(order, field, value)
+        # Heard (logged, notified) only if the transaction commits: an intake rolled back
+        # after its blocks must not report them.
+        transaction.on_commit(lambda: log.info(*line))
+        events.on_commit(events.order_event, Order, order=_copy(order), event=event)
     return True
+
+
+def _copy(order: Order) -> Order:
+    """The order as this transition left it, for subscribers that run after the commit."""
+    copy = Order.__new__(Order)
+    copy.__dict__.update({k: v for k, v in order.__dict__.items() if k != "_state"})
+    copy._state = type(order._state)()
+    copy._state.adding, copy._state.db = False, order._state.db
+    return copy
 
 
 def move(order: Order, to: str, *, actor: str, tag: str | None = None, kind: str | None = None,

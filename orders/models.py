@@ -326,6 +326,30 @@ class Fill(models.Model):
         return f"{self.order_id} +{self.qty} @ {self.price} ({self.cum_qty})"
 
 
+class Notification(models.Model):
+    """A message to the trader (Telegram), delivered by orders.notify: retried with backoff,
+    paced, never in the order flow's way. Unsent rows are the admin's undelivered list."""
+
+    text = models.TextField()
+    key = models.CharField(max_length=128, blank=True, db_index=True,
+                           help_text="messages of one key coalesce while unsent (legs of one alert, same-code blocks)")
+    priority = models.PositiveSmallIntegerField(default=1, help_text="0 first: broker rejections, in-doubt orders")
+    count = models.PositiveIntegerField(default=1, help_text="events in this message")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_error = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    gave_up_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["sent_at", "gave_up_at", "priority", "next_attempt_at"],
+                                name="notification_due")]
+
+    def __str__(self):
+        return f"{'sent' if self.sent_at else 'unsent'}: {self.text[:60]}"
+
+
 class WatcherLease(models.Model):
     """At most one OrderWatcher polls at a time: whoever holds an unexpired lease."""
 

@@ -3,7 +3,7 @@
 from django.conf import settings
 from django_q.conf import Conf
 
-from . import submission, watcher
+from . import notify, submission, watcher
 from .queue import enqueue_watcher
 
 
@@ -28,3 +28,7 @@ def watch_orders() -> int:
     if passes:
         enqueue_watcher()
     return passes
+
+
+def deliver_notifications() -> int:
+    return notify.deliver_due(watcher.new_owner("notify"))

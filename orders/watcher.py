@@ -20,7 +20,7 @@ from django.utils import timezone
 from brokers.base import BookEntry, BookStatus
 from brokers.registry import get_broker
 
-from . import lifecycle
+from . import lifecycle, notify
 from .models import BrokerPosition, EventKind, Order, OrderEvent, Status, WatcherLease
 from .queue import enqueue_submissions, tasks_waiting
 from .services import prune_rejected_alerts
@@ -63,14 +63,14 @@ def _live_holder(lease: WatcherLease, now) -> bool:
     return lease.expires_at > now and not holder_is_gone(lease.owner)
 
 
-def acquire_lease(owner: str) -> bool:
+def acquire_lease(owner: str, name: str = LEASE_NAME, ttl_s: float | None = None) -> bool:
     now = timezone.now()
-    expires = now + timedelta(seconds=settings.WATCHER_LEASE_TTL_S)
-    lease, _ = WatcherLease.objects.get_or_create(name=LEASE_NAME, defaults={"expires_at": now})
+    expires = now + timedelta(seconds=settings.WATCHER_LEASE_TTL_S if ttl_s is None else ttl_s)
+    lease, _ = WatcherLease.objects.get_or_create(name=name, defaults={"expires_at": now})
     if lease.owner != owner and _live_holder(lease, now):
         return False
     # Compare-and-set on what we just read: of two would-be successors, one wins.
-    return bool(WatcherLease.objects.filter(name=LEASE_NAME, owner=lease.owner, expires_at=lease.expires_at)
+    return bool(WatcherLease.objects.filter(name=name, owner=lease.owner, expires_at=lease.expires_at)
                 .update(owner=owner, expires_at=expires))
 
 
@@ -86,14 +86,18 @@ def renew_lease(owner: str, last_pass_at=None) -> bool:
                 .update(expires_at=expires, **_pass_recorded(last_pass_at)))
 
 
-def release_lease(owner: str, last_pass_at=None) -> None:
-    WatcherLease.objects.filter(name=LEASE_NAME, owner=owner).update(
+def release_lease(owner: str, last_pass_at=None, name: str = LEASE_NAME) -> None:
+    WatcherLease.objects.filter(name=name, owner=owner).update(
         expires_at=timezone.now(), **_pass_recorded(last_pass_at))
 
 
-def watcher_running() -> bool:
-    lease = WatcherLease.objects.filter(name=LEASE_NAME).first()
+def lease_held(name: str) -> bool:
+    lease = WatcherLease.objects.filter(name=name).first()
     return lease is not None and _live_holder(lease, timezone.now())
+
+
+def watcher_running() -> bool:
+    return lease_held(LEASE_NAME)
 
 
 def checkpoint_sqlite_wal() -> None:
@@ -143,8 +147,9 @@ class OrderWatcher:
             log.exception("re-enqueueing lost CREATED orders failed")
         try:
             prune_rejected_alerts(settings.REJECTED_ALERTS_KEEP)
+            notify.resume_delivery()
         except Exception:  # noqa: BLE001 - housekeeping must not cost the reconciliation
-            log.exception("pruning old rejected alerts failed")
+            log.exception("housekeeping (pruning rejected alerts, resuming notifications) failed")
         # Listed before the book is read, so every listed order placed earlier is in the book.
         live = list(Order.objects.filter(status=Status.SENT_TO_BROKER))
         try:

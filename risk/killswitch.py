@@ -10,6 +10,7 @@ from django.db import transaction
 from django.db.models import Exists, Q
 from django.utils import timezone
 
+from orders import events
 from orders.models import ExecutionType, Strategy
 
 from .models import KillSwitch, KillSwitchChange, Mode
@@ -52,6 +53,8 @@ def set_mode(mode: str, *, actor: str, strategy: Strategy | None = None) -> Kill
         switch.mode, switch.updated_by, switch.updated_at = mode, actor[:64], timezone.now()
         switch.save()
         KillSwitchChange.objects.create(strategy=strategy, from_mode=before, to_mode=mode, actor=actor[:64])
+        events.on_commit(events.desk_event, __name__, kind="KILL_SWITCH", params={
+            "scope": strategy.name if strategy else "global", "from": before, "to": mode, "actor": actor})
     log.warning("kill switch %s: %s -> %s by %s", strategy or "global", before, mode, actor)
     return switch
 

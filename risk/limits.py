@@ -19,6 +19,7 @@ from django.db import connection
 from django.db.models import Max, Sum
 from django.utils import timezone
 
+from orders import events
 from orders.models import (
     LIVE_STATUSES,
     BrokerPosition,
@@ -260,6 +261,8 @@ class Scope:
         detail = f"since {since:%Y-%m-%d %H:%M:%S} UTC: {how} = {_money(pnl)}; limit -{_money(limit)}"
         if not self.ctx.explain:
             lock = RiskLock.objects.create(limits=self.limits, tag=tag, detail=detail)
+            events.on_commit(events.desk_event, __name__, kind="RISK_LOCK",
+                             params={"scope": self.strategy.name if self.strategy else "account", "tag": tag})
             self.limits.locked, self._cache["lock"] = True, lock
         return "MAX_LOSS_LOCK", Verdict(tag, detail)
 

@@ -148,6 +148,17 @@ def fake_noren():
         yield fake
 
 
+@pytest.fixture
+def fake_telegram(settings):
+    """Telegram notifications on, sent to a fake Bot API on loopback."""
+    from tests.fake_telegram import CHAT_ID, TOKEN, FakeTelegram
+
+    with FakeTelegram() as fake:
+        settings.TELEGRAM_API_BASE, settings.TELEGRAM_BOT_TOKEN, settings.TELEGRAM_CHAT_ID = fake.url, TOKEN, CHAT_ID
+        settings.TELEGRAM_TIMEOUT_S = 2
+        yield fake
+
+
 def _use_shoonya(settings, fake, oauth: bool):
     from brokers import registry
 

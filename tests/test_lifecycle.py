@@ -167,14 +167,36 @@ def test_long_tags_are_truncated_in_row_and_event():
     assert len(db_row(order)["tag"]) == 255 and order.events.get().tag == db_row(order)["tag"]
 
 
-def test_every_transition_logs_command_id_from_to_tag_actor(caplog):
+def test_every_transition_logs_command_id_from_to_tag_actor(caplog, django_capture_on_commit_callbacks):
     caplog.set_level(logging.INFO, logger="orderdesk.lifecycle")
     order = order_in(S.CREATED)
-    move(order, S.FAILED, actor="guard", tag="GUARD_BLOCKED:STALE_ORDER")
+    with django_capture_on_commit_callbacks(execute=True):
+        move(order, S.FAILED, actor="guard", tag="GUARD_BLOCKED:STALE_ORDER")
     [record] = [r for r in caplog.records if r.name == "orderdesk.lifecycle"]
     message = record.getMessage()
     for part in (order.command_id, "CREATED->FAILED", "GUARD_BLOCKED:STALE_ORDER", "actor=guard"):
         assert part in message
+
+
+def test_a_rolled_back_transition_is_neither_logged_nor_heard(caplog, transactional_db):
+    from django.db import transaction
+
+    from orders.events import order_event
+
+    heard = []
+    order_event.connect(lambda **kw: heard.append(kw["event"].kind), weak=False, dispatch_uid="test-heard")
+    caplog.set_level(logging.INFO, logger="orderdesk.lifecycle")
+    try:
+        order = order_in(S.CREATED)
+        with pytest.raises(RuntimeError), transaction.atomic():
+            move(order, S.FAILED, actor="guard", tag="GUARD_BLOCKED:STALE_ORDER")
+            raise RuntimeError("the intake failed after the block")
+        assert heard == [] and not [r for r in caplog.records if "CREATED->FAILED" in r.getMessage()]
+        order = Order.objects.get(pk=order.pk)
+        move(order, S.FAILED, actor="guard", tag="GUARD_BLOCKED:STALE_ORDER")  # outside a transaction
+        assert heard == ["FAILED"]
+    finally:
+        order_event.disconnect(dispatch_uid="test-heard")
 
 
 def test_event_and_update_are_one_transaction(monkeypatch):
