@@ -70,7 +70,8 @@ def describe(order: Order, event) -> tuple[str, int, str] | None:
                 "the watcher checks the broker's order book", URGENT, "")
     if kind == EventKind.RECOVERED:
         return f"↩️ RECOVERED by broker truth, now {event.to_status}: {line}", URGENT, ""
-    if event.to_status == Status.EXECUTED and event.from_status != Status.EXECUTED and settings.TELEGRAM_NOTIFY_EXECUTED:
+    newly_executed = event.to_status == Status.EXECUTED and event.from_status != Status.EXECUTED
+    if newly_executed and settings.TELEGRAM_NOTIFY_EXECUTED:
         price = f" @ {order.avg_price}" if order.avg_price is not None else ""
         return f"✅ EXECUTED at the broker: {line}{price}", NORMAL, ""
     return None
