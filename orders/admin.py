@@ -27,21 +27,30 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class TagFamilyFilter(admin.SimpleListFilter):
-    title = "tag"
-    parameter_name = "tag_family"
-    FAMILIES = ["RISK_BLOCKED", "GUARD_BLOCKED", "BROKER_REJECTED", "BROKER_CANCELLED", "BROKER_EXPIRED",
-                "BROKER_SESSION", "BROKER_IN_DOUBT", "BROKER_UNKNOWN", "BROKER_RECOVERED"]
+class TagPartFilter(admin.SimpleListFilter):
+    """The values the orders' tag_family / tag_code columns hold (indexed), and "none"."""
+
+    field = ""
 
     def lookups(self, request, model_admin):
-        return [(f, f) for f in self.FAMILIES] + [("none", "no tag")]
+        values = (Order.objects.exclude(**{self.field: ""}).order_by(self.field)
+                  .values_list(self.field, flat=True).distinct())
+        return [(v, v) for v in values] + [("none", "no tag" if self.field == "tag_family" else "no code")]
 
     def queryset(self, request, queryset):
         if self.value() == "none":
-            return queryset.filter(tag="")
+            return queryset.filter(**{self.field: ""})
         if self.value():
-            return queryset.filter(tag__startswith=self.value() + ":")
+            return queryset.filter(**{self.field: self.value()})
         return queryset
+
+
+class TagFamilyFilter(TagPartFilter):
+    title = parameter_name = field = "tag_family"
+
+
+class TagCodeFilter(TagPartFilter):
+    title = parameter_name = field = "tag_code"
 
 
 class OrderEventInline(admin.TabularInline):
@@ -63,7 +72,7 @@ class OrderEventInline(admin.TabularInline):
 class OrderAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "command_id", "strategy", "execution_type", "exchange", "symbol", "side", "qty",
                     "order_type", "status", "tag", "broker_order_id", "filled_qty", "avg_price"]
-    list_filter = ["status", TagFamilyFilter, "strategy", "execution_type", "source", "exchange",
+    list_filter = ["status", TagFamilyFilter, TagCodeFilter, "strategy", "execution_type", "source", "exchange",
                    ("created_at", admin.DateFieldListFilter)]
     search_fields = ["=command_id", "=broker_order_id", "symbol", "alert__alert_id"]
     list_select_related = ["strategy"]

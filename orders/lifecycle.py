@@ -13,7 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import events
-from .models import TERMINAL_STATUSES, EventKind, Order, OrderEvent, Status
+from .models import TERMINAL_STATUSES, EventKind, Order, OrderEvent, Status, tag_parts
 from .positions import apply_fill
 
 log = logging.getLogger("orderdesk.lifecycle")
@@ -31,7 +31,7 @@ UNKNOWN_TAG_PREFIX = "BROKER_UNKNOWN:"
 RECOVERY_ACTOR = "watcher"
 
 # Fields only this module writes.
-STATE_FIELDS = {"tag", "broker_order_id", "filled_qty", "avg_price"}
+STATE_FIELDS = {"tag", "broker_order_id", "filled_qty", "avg_price"}  # and tag_family / tag_code, from the tag
 
 DEFAULT_KIND = {
     Status.SENT_TO_BROKER: EventKind.CLAIMED,
@@ -64,6 +64,7 @@ def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes
         raise ValueError(f"lifecycle cannot change {sorted(unknown)}")
     if "tag" in changes:
         changes["tag"] = _truncate(changes["tag"] or "")
+        changes["tag_family"], changes["tag_code"] = tag_parts(changes["tag"])
     if changes.get("filled_qty") is not None and changes["filled_qty"] < order.filled_qty:
         # The broker never takes a fill back: a lower figure is a lagging report. Storing it
         # would count the difference into the position again when the true figure returns.

@@ -84,6 +84,19 @@ class ChoiceListValidator:
         return isinstance(other, ChoiceListValidator) and self.choices == other.choices
 
 
+STRUCTURED_FAMILIES = ("GUARD_BLOCKED", "RISK_BLOCKED")
+
+
+def tag_parts(tag: str) -> tuple[str, str]:
+    """(family, code) of a tag: the text before the first colon, and for a block the word after
+    it (`BATCH` for batch tags); a broker's free-text reason has no code."""
+    if ":" not in tag:
+        return "", ""
+    family, rest = tag.split(":", 1)
+    code = rest.split(" ", 1)[0] if family in STRUCTURED_FAMILIES else ""
+    return family[:32], code[:48]
+
+
 def secret_digest(secret: str) -> str:
     # Secrets are >= 24 chars (generated ones 32 random bytes): a fast hash is enough and
     # keeps the check far inside the webhook's time budget, unlike password hashers.
@@ -241,6 +254,11 @@ class Order(models.Model):
     # Written only by orders.lifecycle:
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.CREATED)
     tag = models.CharField(max_length=255, blank=True)
+    tag_family = models.CharField(max_length=32, blank=True, db_index=True,
+                                  help_text="the tag before its first colon: GUARD_BLOCKED, BROKER_REJECTED …")
+    tag_code = models.CharField(max_length=48, blank=True, db_index=True,
+                                help_text="a block's code (DUPLICATE_POSITION, QTY_LIMIT, BATCH …); empty for a "
+                                          "broker's free-text reason")
     broker_order_id = models.CharField(max_length=64, null=True, blank=True, unique=True)
     filled_qty = models.PositiveIntegerField(default=0)
     avg_price = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)

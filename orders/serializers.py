@@ -44,7 +44,7 @@ class OrderSerializer(serializers.ModelSerializer):
         model = Order
         fields = [
             "command_id", "alert_id", "leg", "strategy", "source", "execution_type", "exchange", "symbol",
-            "side", "qty", "order_type", "price", "trigger_price", "product", "status", "tag",
+            "side", "qty", "order_type", "price", "trigger_price", "product", "status", "tag", "tag_family", "tag_code",
             "broker_order_id", "filled_qty", "avg_price", "created_at", "sent_at", "updated_at",
         ]
         read_only_fields = fields

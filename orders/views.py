@@ -62,12 +62,15 @@ class OrderFilter(filters.FilterSet):
     strategy = filters.CharFilter(field_name="strategy__name")
     symbol = filters.CharFilter(field_name="symbol", lookup_expr="iexact")
     tag = filters.CharFilter(field_name="tag", lookup_expr="startswith")
+    tag_family = filters.CharFilter(field_name="tag_family")
+    tag_code = filters.CharFilter(field_name="tag_code")
     created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Order
-        fields = ["status", "strategy", "symbol", "tag", "execution_type", "exchange"]
+        fields = ["status", "strategy", "symbol", "tag", "tag_family", "tag_code", "execution_type", "exchange",
+                  "source"]
 
 
 @extend_schema_view(get=order_list_schema)

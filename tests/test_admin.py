@@ -47,6 +47,8 @@ def listed(response):
         ({"tag_family": "GUARD_BLOCKED"}, {"blocked"}),
         ({"tag_family": "BROKER_REJECTED"}, {"rejected"}),
         ({"tag_family": "none"}, {"sent"}),
+        ({"tag_code": "STRATEGY_DISABLED"}, {"blocked"}),
+        ({"tag_code": "none"}, {"sent", "rejected"}),
         ({"q": "24112600001"}, {"sent"}),
         ({"q": "INFY-EQ"}, {"blocked", "rejected"}),
     ],

@@ -147,3 +147,28 @@ def test_unknown_command_id_is_404(api):
 def test_a_command_id_that_cannot_exist_is_404_not_500(api, path):
     register()
     assert api.get(f"/api/orders/{path}/").status_code == 404
+
+
+def test_tag_family_and_code_are_set_by_the_lifecycle_and_filter_the_list(api):
+    from orders.models import tag_parts
+
+    assert tag_parts("GUARD_BLOCKED:DUPLICATE_POSITION") == ("GUARD_BLOCKED", "DUPLICATE_POSITION")
+    assert tag_parts("RISK_BLOCKED:QTY_LIMIT qty 100 > 50") == ("RISK_BLOCKED", "QTY_LIMIT")
+    assert tag_parts("GUARD_BLOCKED:BATCH leg 1: RISK_BLOCKED:QTY_LIMIT qty 9 > 5") == ("GUARD_BLOCKED", "BATCH")
+    assert tag_parts("BROKER_REJECTED:RED:Margin Shortfall") == ("BROKER_REJECTED", "")
+    assert tag_parts("") == ("", "")
+    duplicate = register(symbol="SBIN-EQ")
+    lifecycle.move(duplicate, Status.FAILED, actor="guard", tag="GUARD_BLOCKED:DUPLICATE_POSITION")
+    no_position = register(symbol="SBIN-EQ")
+    lifecycle.move(no_position, Status.FAILED, actor="guard", tag="GUARD_BLOCKED:NO_POSITION")
+    rejected = register(symbol="INFY-EQ")
+    lifecycle.move(rejected, Status.SENT_TO_BROKER, actor="worker")
+    lifecycle.move(rejected, Status.FAILED, actor="worker", tag="BROKER_REJECTED:Invalid Trading Symbol")
+    duplicate.refresh_from_db()
+    assert (duplicate.tag_family, duplicate.tag_code) == ("GUARD_BLOCKED", "DUPLICATE_POSITION")
+    assert command_ids(api.get(LIST, {"tag_code": "DUPLICATE_POSITION"})) == {duplicate.command_id}
+    assert command_ids(api.get(LIST, {"tag_family": "GUARD_BLOCKED"})) == {duplicate.command_id,
+                                                                           no_position.command_id}
+    assert command_ids(api.get(LIST, {"tag_family": "BROKER_REJECTED"})) == {rejected.command_id}
+    row = api.get(detail_url(rejected)).json()
+    assert (row["tag_family"], row["tag_code"]) == ("BROKER_REJECTED", "")
