@@ -191,7 +191,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
 USE_TZ = True
-TIME_ZONE = "UTC"  # stored and shown in UTC; the trading day is TRADING_TZ
+# Stored in UTC (USE_TZ); shown in IST: the admin, and the API's ISO 8601 times (+05:30).
+TIME_ZONE = "Asia/Kolkata"
+FORMAT_MODULE_PATH = ["orderdesk.formats"]
 TRADING_TZ = "Asia/Kolkata"
 USE_I18N = False
 

@@ -1,6 +1,7 @@
 """The blotter: every order, its tag and its whole audit trail, read-only."""
 
 from django.contrib import admin, messages
+from django.utils import timezone
 
 from .models import (
     TRADINGVIEW_SENDER_IPS,
@@ -53,13 +54,22 @@ class TagCodeFilter(TagPartFilter):
     title = parameter_name = field = "tag_code"
 
 
+def ist_ms(moment) -> str:
+    """An audit time in IST to the millisecond."""
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if moment else "-"
+
+
 class OrderEventInline(admin.TabularInline):
     model = OrderEvent
-    fields = ["at", "kind", "from_status", "to_status", "tag", "actor", "detail"]
+    fields = ["at_ms", "kind", "from_status", "to_status", "tag", "actor", "detail"]
     readonly_fields = fields
     extra = 0
     can_delete = False
     ordering = ["id"]
+
+    @admin.display(description="at (IST)", ordering="at")
+    def at_ms(self, obj):
+        return ist_ms(obj.at)
 
     def has_add_permission(self, request, obj=None):
         return False

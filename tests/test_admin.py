@@ -142,3 +142,16 @@ def test_editing_a_strategy_keeps_its_secret(admin_client, strategy):
     strategy.refresh_from_db()
     assert (strategy.enabled, strategy.leg_policy, strategy.secret_digest) == (False, "PER_LEG", digest)
     assert admin_client.post(f"/admin/orders/strategy/{strategy.pk}/delete/", {"post": "yes"}).status_code == 403
+
+
+def test_times_render_in_ist_to_the_second_and_the_trail_to_the_millisecond(admin_client, orders):
+    from datetime import UTC, datetime
+
+    order = orders["rejected"]
+    moment = datetime(2026, 12, 1, 4, 18, 30, 123456, tzinfo=UTC)  # 09:48:30.123 IST
+    type(order).objects.filter(pk=order.pk).update(created_at=moment)
+    order.events.update(at=moment)
+    listing = admin_client.get(ORDERS).content.decode()
+    assert "2026-12-01 09:48:30" in listing
+    page = admin_client.get(f"{ORDERS}{order.pk}/change/").content.decode()
+    assert "2026-12-01 09:48:30.123" in page

@@ -128,7 +128,9 @@ def test_detail_with_the_audit_trail_in_order(api):
         ("EXECUTED", "SENT_TO_BROKER", "EXECUTED", "", "watcher"),
     ]
     times = [datetime.fromisoformat(e["at"]) for e in body["events"]]
-    assert times == sorted(times) and all(t.utcoffset() == timedelta(0) for t in times)
+    # ISO 8601 in IST, as traders read them (stored in UTC)
+    assert times == sorted(times) and all(t.utcoffset() == timedelta(hours=5, minutes=30) for t in times)
+    assert body["events"][0]["at"].endswith("+05:30")
 
 
 def test_detail_of_a_failed_order_carries_its_tag(api):
