@@ -3,6 +3,8 @@
 from django.contrib import admin, messages
 from django.utils import timezone
 
+from .export import csv_response
+
 from .models import (
     TRADINGVIEW_SENDER_IPS,
     Alert,
@@ -89,6 +91,11 @@ class OrderAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
     inlines = [OrderEventInline]
     show_full_result_count = False
+    actions = ["export_csv"]
+
+    @admin.action(description="Export the selected orders as CSV")
+    def export_csv(self, request, queryset):
+        return csv_response(queryset.order_by("-id"))
 
 
 @admin.register(OrderEvent)

@@ -6,13 +6,14 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.renderers import JSONRenderer
+from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .models import Order, OrderEvent, Status
 from .schema import explain_schema, order_detail_schema, order_list_schema, token_schema, webhook_schema
 from .serializers import OrderDetailSerializer, OrderSerializer
+from .export import csv_response
 from .webhook import receive_webhook
 
 
@@ -64,6 +65,7 @@ class OrderFilter(filters.FilterSet):
     tag = filters.CharFilter(field_name="tag", lookup_expr="startswith")
     tag_family = filters.CharFilter(field_name="tag_family")
     tag_code = filters.CharFilter(field_name="tag_code")
+    in_doubt = filters.BooleanFilter(method="filter_in_doubt", label="in doubt (sent, no broker id)")
     created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
@@ -72,12 +74,40 @@ class OrderFilter(filters.FilterSet):
         fields = ["status", "strategy", "symbol", "tag", "tag_family", "tag_code", "execution_type", "exchange",
                   "source"]
 
+    def filter_in_doubt(self, queryset, name, value):
+        in_doubt = {"status": Status.SENT_TO_BROKER, "broker_order_id__isnull": True}
+        return queryset.filter(**in_doubt) if value else queryset.exclude(**in_doubt)
+
+
+class CSVRenderer(BaseRenderer):
+    """`?format=csv` (or Accept: text/csv): the list streams itself, unpaginated (orders.export)."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data if isinstance(data, bytes | str) else b""  # errors only: the rows never pass here
+
 
 @extend_schema_view(get=order_list_schema)
 class OrderListView(generics.ListAPIView):
     serializer_class = OrderSerializer
     filterset_class = OrderFilter
     queryset = Order.objects.select_related("strategy", "alert").order_by("-id")
+    renderer_classes = [JSONRenderer, BrowsableAPIRenderer, CSVRenderer]
+
+    def list(self, request, *args, **kwargs):
+        if request.accepted_renderer.format == "csv":
+            return csv_response(self.filter_queryset(self.get_queryset()))
+        return super().list(request, *args, **kwargs)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        # A refused CSV request (a bad filter, no token) answers its error in JSON, like the API.
+        renderer = getattr(request, "accepted_renderer", None)
+        if renderer is not None and renderer.format == "csv" and not getattr(response, "streaming", False):
+            request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
 
 
 @extend_schema_view(get=order_detail_schema)

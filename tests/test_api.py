@@ -174,3 +174,32 @@ def test_tag_family_and_code_are_set_by_the_lifecycle_and_filter_the_list(api):
     assert command_ids(api.get(LIST, {"tag_family": "BROKER_REJECTED"})) == {rejected.command_id}
     row = api.get(detail_url(rejected)).json()
     assert (row["tag_family"], row["tag_code"]) == ("BROKER_REJECTED", "")
+
+
+def test_csv_export_streams_every_matching_order_with_formula_cells_neutralised(api, admin_client):
+    import csv as csvlib
+    import io
+
+    alpha = StrategyFactory(name="alpha")
+    rows = [register(alert=AlertFactory(strategy=alpha), symbol=f"S{i}-EQ") for i in range(60)]  # > one page
+    hostile = failed(alert=AlertFactory(strategy=alpha), symbol="SBIN-EQ")
+    from orders.models import Order
+
+    Order.objects.filter(pk=hostile.pk).update(tag="=cmd|' /C calc'!A0")  # as if a broker had sent it
+    other = register(alert=AlertFactory(strategy=StrategyFactory(name="beta")), symbol="INFY-EQ")
+    response = api.get(LIST, {"format": "csv", "strategy": "alpha"})
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+    assert response.streaming
+    table = list(csvlib.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert len(table) == 61 and {r["command_id"] for r in table} == {o.command_id for o in rows + [hostile]}
+    assert other.command_id not in {r["command_id"] for r in table}
+    [bad] = [r for r in table if r["command_id"] == hostile.command_id]
+    assert bad["tag"] == "'=cmd|' /C calc'!A0" and bad["strategy"] == "alpha"
+    assert table[0]["created_at"].endswith("+05:30")
+    failed_only = api.get(LIST, {"format": "csv", "status": "FAILED"})
+    assert [r["command_id"] for r in csvlib.DictReader(io.StringIO(b"".join(
+        failed_only.streaming_content).decode()))] == [hostile.command_id]
+    exported = admin_client.post("/admin/orders/order/", {"action": "export_csv",
+                                                         "_selected_action": [rows[0].pk, other.pk]})
+    lines = b"".join(exported.streaming_content).decode().strip().split("\r\n")
+    assert lines[0].startswith("command_id,alert_id,leg,strategy") and len(lines) == 3
