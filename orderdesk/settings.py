@@ -128,7 +128,7 @@ if ORDERDESK_HTTPS:
 SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "orderdesk.apps.DeskAdminConfig",  # django.contrib.admin, its index grouped for a trader
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -155,3 +155,12 @@ def test_times_render_in_ist_to_the_second_and_the_trail_to_the_millisecond(admi
     assert "2026-12-01 09:48:30" in listing
     page = admin_client.get(f"{ORDERS}{order.pk}/change/").content.decode()
     assert "2026-12-01 09:48:30.123" in page
+
+
+def test_the_index_is_grouped_for_a_trader_with_internals_under_system(admin_client):
+    apps = admin_client.get("/admin/").context["app_list"]
+    assert [a["name"] for a in apps] == ["Trading", "Risk", "Broker", "System"]
+    names = {a["name"]: [m["object_name"] for m in a["models"]] for a in apps}
+    assert names["Trading"][:2] == ["Order", "OrderEvent"]
+    assert {"Group", "User", "Schedule"} <= set(names["System"])
+    assert "Order" not in names["System"] and "KillSwitch" in names["Risk"]
