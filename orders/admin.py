@@ -1,19 +1,24 @@
 """The blotter: every order, its tag and its whole audit trail, read-only."""
 
 from django.contrib import admin, messages
+from django.db.models import Count
+from django.http import HttpResponseRedirect
 from django.utils import timezone
+from django.utils.html import format_html
 
 from .export import csv_response
-
 from .models import (
     TRADINGVIEW_SENDER_IPS,
     Alert,
     BrokerPosition,
+    EventKind,
+    Fill,
     Notification,
     Order,
     OrderEvent,
     Position,
     RejectedAlert,
+    Status,
     Strategy,
     WatcherLease,
 )
@@ -80,18 +85,108 @@ class OrderEventInline(admin.TabularInline):
         return False
 
 
+STATUS_COLOURS = {Status.CREATED: "#6c757d", Status.SENT_TO_BROKER: "#0d6efd", Status.EXECUTED: "#198754",
+                  Status.FAILED: "#dc3545"}
+ORDER_FIELDS = ["command_id", "alert", "leg", "strategy", "source", "execution_type", "exchange", "symbol", "side",
+                "qty", "order_type", "price", "trigger_price", "product", "status", "tag", "tag_family", "tag_code",
+                "broker_order_id", "filled_qty", "avg_price", "created_at", "sent_at", "updated_at"]
+JOURNEY = [("claimed", EventKind.CLAIMED), ("broker ack", EventKind.BROKER_ACCEPTED)]
+
+
+class FillInline(admin.TabularInline):
+    model = Fill
+    fields = ["at_ms", "qty", "price", "cum_qty", "realized_pnl", "broker_fill_id"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ["id"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="at (IST)", ordering="at")
+    def at_ms(self, obj):
+        return ist_ms(obj.at)
+
+
 @admin.register(Order)
 class OrderAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "command_id", "strategy", "execution_type", "exchange", "symbol", "side", "qty",
-                    "order_type", "status", "tag", "broker_order_id", "filled_qty", "avg_price"]
+    """The blotter: fits 1400 px; the broker id and the rest are on the order's own page."""
+
+    list_display = ["created", "strategy", "symbol", "side", "qty", "filled", "status_badge", "reason"]
+    list_display_links = ["created"]
     list_filter = ["status", TagFamilyFilter, TagCodeFilter, "strategy", "execution_type", "source", "exchange",
                    ("created_at", admin.DateFieldListFilter)]
     search_fields = ["=command_id", "=broker_order_id", "symbol", "alert__alert_id"]
     list_select_related = ["strategy"]
     date_hierarchy = "created_at"
-    inlines = [OrderEventInline]
+    inlines = [OrderEventInline, FillInline]
     show_full_result_count = False
     actions = ["export_csv"]
+
+    @admin.display(description="created (IST)", ordering="created_at")
+    def created(self, obj):
+        return timezone.localtime(obj.created_at).strftime("%Y-%m-%d %H:%M:%S")
+
+    @admin.display(description="filled / avg")
+    def filled(self, obj):
+        return f"{obj.filled_qty}/{obj.qty}" + (f" @ {obj.avg_price.normalize():f}" if obj.avg_price else "")
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj):
+        return format_html('<span style="background:{};color:#fff;padding:1px 7px;border-radius:9px;'
+                           'white-space:nowrap">{}</span>', STATUS_COLOURS.get(obj.status, "#6c757d"), obj.status)
+
+    @admin.display(description="reason", ordering="tag")
+    def reason(self, obj):
+        shown = obj.tag if len(obj.tag) <= 90 else obj.tag[:87] + "..."
+        return format_html('<span title="{}">{}</span>', obj.tag, shown)
+
+    def get_fields(self, request, obj=None):
+        extra = ["journey"] + (["alert_body"] if request.user.is_superuser else [])
+        return ORDER_FIELDS + extra
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.get_fields(request, obj)
+
+    @admin.display(description="journey (ms between steps)")
+    def journey(self, obj):
+        """received -> registered -> claimed -> broker ack -> terminal, from the audit rows."""
+        events = list(obj.events.order_by("id").values_list("kind", "to_status", "at"))
+        steps = [("received", obj.alert.received_at), ("registered", obj.created_at)]
+        for label, kind in JOURNEY:
+            steps += [(label, at) for k, _, at in events if k == kind][:1]
+        steps += [(to.lower(), at) for k, to, at in events if to in (Status.EXECUTED, Status.FAILED)][-1:]
+        parts, previous = [], None
+        for label, at in steps:
+            gap = "" if previous is None else f" (+{(at - previous).total_seconds() * 1000:.0f} ms)"
+            parts.append(f"{label} {ist_ms(at)[11:]}{gap}")
+            previous = at
+        return " → ".join(parts)
+
+    @admin.display(description="alert as received (secret redacted)")
+    def alert_body(self, obj):
+        import json
+
+        return format_html("<pre>{}</pre>", json.dumps(obj.alert.payload, indent=2, default=str))
+
+    def changelist_view(self, request, extra_context=None):
+        if not request.GET and request.method == "GET":
+            # Default: today's orders (IST), as a trader opens the blotter.
+            start = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+            return HttpResponseRedirect(f"{request.path}?created_at__gte={start:%Y-%m-%d}+00%3A00%3A00%2B05%3A30")
+        response = super().changelist_view(request, extra_context)
+        cl = getattr(response, "context_data", {}).get("cl")
+        if cl is not None:
+            queryset = cl.queryset.order_by()
+            response.context_data["status_counts"] = list(
+                queryset.values_list("status").annotate(n=Count("id")).order_by("status"))
+            response.context_data["family_counts"] = list(
+                queryset.exclude(tag_family="").values_list("tag_family").annotate(n=Count("id")).order_by("-n"))
+        return response
 
     @admin.action(description="Export the selected orders as CSV")
     def export_csv(self, request, queryset):

@@ -54,7 +54,7 @@ def listed(response):
     ],
 )
 def test_changelist_filters_and_search(admin_client, orders, query, expected):
-    assert listed(admin_client.get(ORDERS, query)) == {orders[k].command_id for k in expected}
+    assert listed(admin_client.get(ORDERS, query, follow=True)) == {orders[k].command_id for k in expected}
 
 
 def test_every_failure_tag_the_pipeline_writes_has_its_tag_filter(admin_client, orders):
@@ -62,7 +62,7 @@ def test_every_failure_tag_the_pipeline_writes_has_its_tag_filter(admin_client, 
     lifecycle.move(session, Status.SENT_TO_BROKER, actor="worker")
     lifecycle.move(session, Status.FAILED, actor="worker", tag="BROKER_SESSION:Shoonya session expired",
                    kind=EventKind.BROKER_REJECTED)
-    response = admin_client.get(ORDERS)
+    response = admin_client.get(ORDERS, follow=True)
     [tag_filter] = [f for f in response.context["cl"].filter_specs if getattr(f, "parameter_name", "") == "tag_family"]
     assert "BROKER_SESSION" in dict(tag_filter.lookup_choices)
     assert listed(admin_client.get(ORDERS, {"tag_family": "BROKER_SESSION"})) == {session.command_id}
@@ -151,7 +151,7 @@ def test_times_render_in_ist_to_the_second_and_the_trail_to_the_millisecond(admi
     moment = datetime(2026, 12, 1, 4, 18, 30, 123456, tzinfo=UTC)  # 09:48:30.123 IST
     type(order).objects.filter(pk=order.pk).update(created_at=moment)
     order.events.update(at=moment)
-    listing = admin_client.get(ORDERS).content.decode()
+    listing = admin_client.get(ORDERS, {"status": "FAILED"}).content.decode()
     assert "2026-12-01 09:48:30" in listing
     page = admin_client.get(f"{ORDERS}{order.pk}/change/").content.decode()
     assert "2026-12-01 09:48:30.123" in page
@@ -164,3 +164,30 @@ def test_the_index_is_grouped_for_a_trader_with_internals_under_system(admin_cli
     assert names["Trading"][:2] == ["Order", "OrderEvent"]
     assert {"Group", "User", "Schedule"} <= set(names["System"])
     assert "Order" not in names["System"] and "KillSwitch" in names["Risk"]
+
+
+def test_the_blotter_opens_on_today_with_counts_badges_and_the_journey(admin_client, orders):
+    response = admin_client.get(ORDERS, follow=True)
+    assert "created_at__gte=" in response.redirect_chain[0][0] and "%2B05%3A30" in response.redirect_chain[0][0]
+    page = response.content.decode()
+    assert "<strong>FAILED</strong> 2" in page and "GUARD_BLOCKED 1" in page and "BROKER_REJECTED 1" in page
+    assert "background:#dc3545" in page and "Invalid Trading Symbol" in page
+    order = orders["sent"]
+    detail = admin_client.get(f"{ORDERS}{order.pk}/change/").content.decode()
+    assert "received " in detail and "registered " in detail and "claimed " in detail and "broker ack " in detail
+    assert " ms)" in detail
+    assert "Alert as received (secret redacted)" in detail  # the admin client is a superuser
+
+
+def test_the_changelist_query_count_does_not_grow_with_the_rows(admin_client, orders):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    counts = []
+    for extra in (0, 30):
+        for i in range(extra):
+            register(symbol=f"X{i}-EQ")
+        with CaptureQueriesContext(connection) as captured:
+            assert admin_client.get(ORDERS, {"status__exact": "CREATED"}).status_code == 200
+        counts.append(len(captured.captured_queries))
+    assert counts[0] == counts[1], counts
