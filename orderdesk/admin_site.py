@@ -2,6 +2,9 @@
 django-q2's internals), instead of one box per Django app."""
 
 from django.contrib import admin
+from django.db.models import Max
+from django.template.response import TemplateResponse
+from django.urls import path
 
 SECTIONS = {
     "Trading": ["orders.order", "orders.orderevent", "orders.alert", "orders.rejectedalert", "orders.position",
@@ -16,6 +19,18 @@ class DeskAdminSite(admin.AdminSite):
     site_header = "orderdesk blotter"
     site_title = "orderdesk"
     index_title = "Orders, alerts and the audit trail"
+
+    def get_urls(self):
+        return [path("reconciliation/", self.admin_view(self.reconciliation_view), name="reconciliation"),
+                *super().get_urls()]
+
+    def reconciliation_view(self, request):
+        from orders.models import BrokerPosition
+        from orders.selectors import reconciliation
+
+        context = {**self.each_context(request), "title": "Reconciliation", "rows": reconciliation(),
+                   "taken_at": BrokerPosition.objects.aggregate(at=Max("taken_at"))["at"]}
+        return TemplateResponse(request, "admin/reconciliation.html", context)
 
     def get_app_list(self, request, app_label=None):
         apps = super().get_app_list(request, app_label)

@@ -7,6 +7,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from .export import csv_response
+from .selectors import position_totals, positions_with_prices
 from .models import (
     TRADINGVIEW_SENDER_IPS,
     Alert,
@@ -258,9 +259,29 @@ class StrategyAdmin(admin.ModelAdmin):
 
 @admin.register(Position)
 class PositionAdmin(ReadOnlyAdmin):
-    list_display = ["strategy", "exchange", "symbol", "product", "net_qty", "avg_price", "realized_pnl", "updated_at"]
+    list_display = ["strategy", "exchange", "symbol", "product", "net_qty", "avg_price", "last_price", "unrealized",
+                    "realized_pnl", "updated_at"]
     list_filter = ["strategy", "exchange", "product"]
+    list_select_related = ["strategy"]
     search_fields = ["symbol"]
+
+    def get_queryset(self, request):
+        return positions_with_prices(super().get_queryset(request))
+
+    @admin.display(description="last price", ordering="last_price")
+    def last_price(self, obj):
+        return obj.last_price if obj.last_price is not None else "-"
+
+    @admin.display(description="unrealised P&L", ordering="unrealized_pnl")
+    def unrealized(self, obj):
+        return f"{obj.unrealized_pnl:.2f}" if obj.unrealized_pnl is not None else "-"
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        cl = getattr(response, "context_data", {}).get("cl")
+        if cl is not None:
+            response.context_data["totals"] = position_totals(cl.queryset)
+        return response
 
 
 @admin.register(BrokerPosition)

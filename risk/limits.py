@@ -3,7 +3,7 @@ never queue (NautilusTrader's RiskEngine), with max-loss locks stored as rows un
 resets them (Freqtrade's protections).
 
 P&L comes from the fills ledger (orders.Fill: realised P&L per fill) and the open positions
-valued at the latest known price (risk.prices); the account's day P&L is the broker's own
+valued at the latest known price (orders.prices); the account's day P&L is the broker's own
 snapshot. Exits reduce risk: loss limits, locks, cooldowns and the position cap never block
 an EXIT; the per-order caps (qty, notional, price band) and the order rate apply to exits
 too, but for the system's own square-off exits the rate does not.
@@ -35,7 +35,7 @@ from orders.tradingday import trading_day_start
 
 from .models import RiskLimits, RiskLock
 from .pipeline import IntakeContext, Verdict
-from .prices import Quote, latest_prices
+from orders.prices import Quote, latest_prices
 
 BLOCKED_AT_INTAKE = ("RISK_BLOCKED:", "GUARD_BLOCKED:")
 MONEY = Decimal("0.01")

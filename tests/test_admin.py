@@ -191,3 +191,33 @@ def test_the_changelist_query_count_does_not_grow_with_the_rows(admin_client, or
             assert admin_client.get(ORDERS, {"status__exact": "CREATED"}).status_code == 200
         counts.append(len(captured.captured_queries))
     assert counts[0] == counts[1], counts
+
+
+def test_positions_show_last_price_unrealised_pnl_totals_and_the_reconciliation(admin_client, db):
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from orders.models import BrokerPosition, Position
+    from tests.factories import StrategyFactory
+
+    alpha, beta = StrategyFactory(name="alpha"), StrategyFactory(name="beta")
+    Position.objects.create(strategy=alpha, exchange="NSE", symbol="SBIN-EQ", product="MIS", net_qty=10,
+                            avg_price=Decimal("800"), realized_pnl=Decimal("50"))
+    Position.objects.create(strategy=beta, exchange="NSE", symbol="SBIN-EQ", product="MIS", net_qty=5,
+                            avg_price=Decimal("810"), realized_pnl=Decimal("0"))
+    Position.objects.create(strategy=beta, exchange="NSE", symbol="INFY-EQ", product="MIS", net_qty=-2,
+                            avg_price=Decimal("1800"))
+    now = timezone.now()
+    for symbol, net, last in (("SBIN-EQ", 15, "815.50"), ("INFY-EQ", 0, "1790"), ("TCS-EQ", 3, "4100")):
+        BrokerPosition.objects.create(exchange="NSE", symbol=symbol, product="MIS", net_qty=net, net_avg_price=1,
+                                      realized_pnl=0, unrealized_pnl=0, last_price=Decimal(last), taken_at=now)
+    page = admin_client.get("/admin/orders/position/").content.decode()
+    assert "155.00" in page  # alpha: (815.50 - 800) x 10
+    assert "<td>alpha</td><td>50.00</td><td>155.00</td>" in page
+    assert "<td>beta</td><td>0.00</td><td>47.50</td>" in page  # (815.50-810) x 5 + (1790-1800) x -2
+    assert "<th>total</th><th>50.00</th><th>202.50</th>" in page
+    rows = admin_client.get("/admin/reconciliation/").context["rows"]
+    assert [(r.symbol, r.ours, r.broker, r.matches) for r in rows] == [
+        ("INFY-EQ", -2, 0, False), ("TCS-EQ", 0, 3, False), ("SBIN-EQ", 15, 15, True)]
+    assert "MISMATCH" in admin_client.get("/admin/reconciliation/").content.decode()

@@ -1,6 +1,6 @@
-"""The latest known price of an instrument, without broker I/O: the watcher's snapshot of
-the broker's positions (`lp`), else what the broker adapter knows locally (the paper
-broker's instrument prices, current by definition)."""
+"""The latest known price of an instrument, without broker I/O (risk limits, the blotter): the
+watcher's snapshot of the broker's positions (`lp`), else what the broker adapter knows
+locally (the paper broker's instrument prices, current by definition)."""
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,7 +11,8 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from brokers.registry import get_broker
-from orders.models import BrokerPosition
+
+from .models import BrokerPosition
 
 
 def _decimal(value) -> Decimal:
