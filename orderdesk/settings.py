@@ -308,6 +308,7 @@ ORDERDESK_BLOCKERS = [p.strip() for p in env_str("ORDERDESK_BLOCKERS", ",".join(
     "risk.blockers.execution_guard",
 ])).split(",") if p.strip()]
 ORDERDESK_CLAIM_GUARD = env_str("ORDERDESK_CLAIM_GUARD", "risk.killswitch.claim_guard")
+ORDERDESK_KILL_SWITCH_CONTROL = env_str("ORDERDESK_KILL_SWITCH_CONTROL", "risk.killswitch.set_mode")
 ALERT_MAX_AGE_S = env_float("ALERT_MAX_AGE_S", 60)  # an alert's sent_at older -> STALE_ALERT
 RISK_SNAPSHOT_MAX_AGE_S = env_float("RISK_SNAPSHOT_MAX_AGE_S", 30)  # older prices -> PNL_UNKNOWN
 ORDER_MAX_AGE_S = env_float("ORDER_MAX_AGE_S", 60)  # older at claim time -> STALE_ORDER
@@ -350,6 +351,9 @@ TELEGRAM_API_BASE = env_str("TELEGRAM_API_BASE", "https://api.telegram.org")
 TELEGRAM_NOTIFY_EXECUTED = env_bool("TELEGRAM_NOTIFY_EXECUTED", False)
 TELEGRAM_TIMEOUT_S = env_float("TELEGRAM_TIMEOUT_S", 3)
 TELEGRAM_MAX_ATTEMPTS = env_int("TELEGRAM_MAX_ATTEMPTS", 8)
+TELEGRAM_COMMANDS = env_bool("TELEGRAM_COMMANDS", False)  # read /status, /halt … in manage.py orderwatcher
+# In a group chat, who may /halt, /reduce or /resume (Telegram user ids; empty: anyone in the chat).
+TELEGRAM_ALLOWED_USER_IDS = [u.strip() for u in env_str("TELEGRAM_ALLOWED_USER_IDS").split(",") if u.strip()]
 
 # --- Shoonya
 # The live broker (ORDERDESK_BROKER=shoonya), Noren OMS REST API. Credentials come only from

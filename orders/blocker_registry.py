@@ -1,6 +1,7 @@
-"""The blockers every intake runs and the claim-time check, from the settings
-(ORDERDESK_BLOCKERS, ORDERDESK_CLAIM_GUARD: dotted paths), loaded once per process as
-brokers/registry.py loads brokers. The only way orders reaches risk's checks."""
+"""The blockers every intake runs, the claim-time check and the kill switch's control, from
+the settings (ORDERDESK_BLOCKERS, ORDERDESK_CLAIM_GUARD, ORDERDESK_KILL_SWITCH_CONTROL: dotted
+paths), loaded once per process as brokers/registry.py loads brokers. The only way orders
+reaches risk."""
 
 from functools import cache
 
@@ -28,18 +29,23 @@ def get_blockers() -> list:
 
 
 @cache
-def _claim_guard(path: str):
-    return _load("ORDERDESK_CLAIM_GUARD", path)
+def _imported(setting: str, path: str):
+    return _load(setting, path)
 
 
 def claim_guard():
     """An object with `blocks(strategy_id)`: a SQL condition under which the claim's UPDATE
     must not win, and `refusal(strategy_id)`: the (tag, detail) to fail the order with then."""
-    return _claim_guard(settings.ORDERDESK_CLAIM_GUARD)
+    return _imported("ORDERDESK_CLAIM_GUARD", settings.ORDERDESK_CLAIM_GUARD)
+
+
+def kill_switch_control():
+    """set_mode(mode, *, actor, strategy=None): throw a kill switch, recorded with who."""
+    return _imported("ORDERDESK_KILL_SWITCH_CONTROL", settings.ORDERDESK_KILL_SWITCH_CONTROL)
 
 
 @receiver(setting_changed)
 def _reload(*, setting, **kwargs):
-    if setting in ("ORDERDESK_BLOCKERS", "ORDERDESK_CLAIM_GUARD"):
+    if setting in ("ORDERDESK_BLOCKERS", "ORDERDESK_CLAIM_GUARD", "ORDERDESK_KILL_SWITCH_CONTROL"):
         _blockers.cache_clear()
-        _claim_guard.cache_clear()
+        _imported.cache_clear()

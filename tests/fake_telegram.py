@@ -11,6 +11,7 @@ CHAT_ID = "-1001234567"
 class FakeTelegram:
     def __init__(self):
         self.sent: list[dict] = []
+        self.updates: list[dict] = []  # what getUpdates hands out (offset confirms, as Telegram's does)
         self.mode = "ok"  # "ok", "down" (500), "rate-limited" (429 with retry_after)
         self.retry_after = 7
         fake = self
@@ -18,6 +19,16 @@ class FakeTelegram:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass
+
+            def do_GET(self):
+                from urllib.parse import parse_qs, urlsplit
+
+                url = urlsplit(self.path)
+                if url.path != f"/bot{TOKEN}/getUpdates":
+                    return self._answer(404, {"ok": False, "description": "Not Found"})
+                offset = int(parse_qs(url.query).get("offset", ["0"])[0])
+                fake.updates = [u for u in fake.updates if u["update_id"] >= offset]
+                return self._answer(200, {"ok": True, "result": list(fake.updates)})
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
@@ -42,6 +53,13 @@ class FakeTelegram:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def message(self, text: str, chat_id=CHAT_ID, user_id=42, username="trader", chat_type="private"):
+        """A message someone sends the bot."""
+        update_id = 1000 + len(self.updates) + len(self.sent)
+        self.updates.append({"update_id": update_id, "message": {
+            "message_id": update_id, "text": text, "chat": {"id": int(chat_id), "type": chat_type},
+            "from": {"id": user_id, "username": username}}})
 
     def texts(self) -> list[str]:
         return [m["text"] for m in self.sent]

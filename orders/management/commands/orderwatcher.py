@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
+from orders.telegram_commands import start_reader
 from orders.watcher import new_owner, run_watcher
 
 log = logging.getLogger("orderdesk.watcher")
@@ -20,6 +21,8 @@ class Command(BaseCommand):
 
     def handle(self, seconds=None, no_wait=False, **options):
         owner = new_owner("cli")
+        if start_reader(owner):  # Telegram commands: one reader, under its own lease
+            self.stdout.write("reading Telegram commands")
         deadline = math.inf if seconds is None else time.monotonic() + seconds
         total = 0
         # One run holds the lease for the whole time (renewed every pass); if another watcher
