@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from . import signals
 from .models import BrokerSession, SessionKind
 from .noren import Auth, NorenClient, NorenError, error_message
 
@@ -179,6 +180,7 @@ def store(kind: str, token: str) -> Session:
                       invalidated_at=None, login_failed_at=None, note=""),
     )
     log.info("shoonya: new %s session stored for %s", kind, user_id())
+    signals.tell_on_commit(__name__, change="stored", broker=BROKER, user=user_id(), reason=f"new {kind} session")
     return Session(user_id(), kind, token)
 
 
@@ -187,6 +189,8 @@ def invalidate(session: Session, reason: str) -> bool:
     with transaction.atomic():
         changed = BrokerSession.objects.filter(broker=BROKER, token=session.token, valid=True).update(
             valid=False, invalidated_at=timezone.now(), note=reason[:255])
+        if changed:
+            signals.tell_on_commit(__name__, change="invalidated", broker=BROKER, user=session.user_id, reason=reason)
     return bool(changed)
 
 
@@ -196,6 +200,7 @@ def note_login_failure(reason: str) -> None:
     if not updated:
         BrokerSession.objects.create(broker=BROKER, user_id=user_id(), kind=SessionKind.LEGACY, token="",
                                      valid=False, login_failed_at=now, note=reason[:255])
+    signals.tell_on_commit(__name__, change="login_failed", broker=BROKER, user=user_id(), reason=reason)
 
 
 def login_blocked() -> str | None:

@@ -67,6 +67,22 @@ def ist_ms(moment) -> str:
     return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if moment else "-"
 
 
+class InDoubtFilter(admin.SimpleListFilter):
+    title = "in doubt"
+    parameter_name = "in_doubt"
+    IN_DOUBT = {"status": Status.SENT_TO_BROKER, "broker_order_id__isnull": True}
+
+    def lookups(self, request, model_admin):
+        return [("yes", "sent, no broker id yet"), ("no", "not in doubt")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(**self.IN_DOUBT)
+        if self.value() == "no":
+            return queryset.exclude(**self.IN_DOUBT)
+        return queryset
+
+
 class OrderEventInline(admin.TabularInline):
     model = OrderEvent
     fields = ["at_ms", "kind", "from_status", "to_status", "tag", "actor", "detail"]
@@ -119,8 +135,8 @@ class OrderAdmin(ReadOnlyAdmin):
 
     list_display = ["created", "strategy", "symbol", "side", "qty", "filled", "status_badge", "reason"]
     list_display_links = ["created"]
-    list_filter = ["status", TagFamilyFilter, TagCodeFilter, "strategy", "execution_type", "source", "exchange",
-                   ("created_at", admin.DateFieldListFilter)]
+    list_filter = ["status", TagFamilyFilter, TagCodeFilter, "strategy", "execution_type", "source", InDoubtFilter,
+                   "exchange", ("created_at", admin.DateFieldListFilter)]
     search_fields = ["=command_id", "=broker_order_id", "symbol", "alert__alert_id"]
     list_select_related = ["strategy"]
     date_hierarchy = "created_at"

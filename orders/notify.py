@@ -116,6 +116,10 @@ def _on_desk_event(sender, kind, params, **kwargs):
         queue(f"🛑 KILL SWITCH {params['scope']}: {params['from']} -> {params['to']} by {params['actor']}", URGENT)
     elif kind == "RISK_LOCK":
         queue(f"🔒 RISK LOCK {params['scope']}: {params['tag']}\nentries locked until an admin resets it", URGENT)
+    elif kind == "BROKER_SESSION" and params["change"] in ("invalidated", "login_failed"):
+        what = "session EXPIRED" if params["change"] == "invalidated" else "login FAILED"
+        queue(f"🔑 BROKER {params['broker']} {what} for {params['user']}: {params['reason']}\n"
+              "orders are not placed until a new session is stored (manage.py shoonya_login)", URGENT)
 
 
 # --- delivery ---------------------------------------------------------------------------

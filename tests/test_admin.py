@@ -49,6 +49,8 @@ def listed(response):
         ({"tag_family": "none"}, {"sent"}),
         ({"tag_code": "STRATEGY_DISABLED"}, {"blocked"}),
         ({"tag_code": "none"}, {"sent", "rejected"}),
+        ({"in_doubt": "no"}, {"sent", "blocked", "rejected"}),
+        ({"in_doubt": "yes"}, set()),
         ({"q": "24112600001"}, {"sent"}),
         ({"q": "INFY-EQ"}, {"blocked", "rejected"}),
     ],

@@ -146,3 +146,15 @@ def test_no_telegram_configured_no_rows(paper_instruments, desk, settings):
     desk.entry("BUY", "NOSUCH-EQ", 1)
     desk.send()
     assert not Notification.objects.exists() and Order.objects.get().status == Status.FAILED
+
+
+def test_an_expired_broker_session_is_told(fake_telegram, shoonya_oauth, strategy, alert_body, post_alert, run_queue):
+    shoonya_oauth.expire_sessions()
+    assert post_alert(alert_body()).status_code == 201
+    run_queue()
+    order = Order.objects.get()
+    assert order.tag.startswith("BROKER_SESSION:Shoonya session expired")
+    deliver()
+    texts = "\n".join(fake_telegram.texts())
+    assert "BROKER shoonya session EXPIRED for" in texts and "manage.py shoonya_login" in texts
+    assert "not placed: the broker session is invalid" in texts and order.command_id in texts
