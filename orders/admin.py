@@ -137,10 +137,22 @@ class OrderAdmin(ReadOnlyAdmin):
     list_display_links = ["created"]
     list_filter = ["status", TagFamilyFilter, TagCodeFilter, "strategy", "execution_type", "source", InDoubtFilter,
                    "exchange", ("created_at", admin.DateFieldListFilter)]
-    search_fields = ["=command_id", "=broker_order_id", "symbol", "alert__alert_id"]
+    search_fields = ["=command_id"]  # see get_search_results
+    search_help_text = "a command id, a broker order id, an alert id or a symbol (exact)"
     list_select_related = ["strategy"]
     date_hierarchy = "created_at"
     inlines = [OrderEventInline, FillInline]
+
+    def get_search_results(self, request, queryset, search_term):
+        """Exact matches, each through its own index: the ORM's OR of icontains over four
+        columns and a join scanned every order (361 ms at 100k orders in benchmarks/blotter.py)."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        latest = Order.objects.order_by("-id").values_list("id", flat=True)
+        ids = {*latest.filter(command_id=term.lower())[:1], *latest.filter(broker_order_id=term)[:100],
+               *latest.filter(alert__alert_id=term)[:1000], *latest.filter(symbol=term.upper())[:5000]}
+        return queryset.filter(pk__in=ids), False
     show_full_result_count = False
     actions = ["export_csv"]
 

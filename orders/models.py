@@ -199,7 +199,7 @@ class Alert(models.Model):
 
     strategy = models.ForeignKey(Strategy, on_delete=models.PROTECT, related_name="alerts")
     source = models.CharField(max_length=16, choices=Source.choices)
-    alert_id = models.CharField(max_length=64, help_text="client idempotency key, or generated")
+    alert_id = models.CharField(max_length=64, db_index=True, help_text="client idempotency key, or generated")
     client_supplied_id = models.BooleanField(default=False)
     received_at = models.DateTimeField(default=timezone.now, db_index=True)
     sent_at = models.DateTimeField(null=True, blank=True, help_text="when the sender says it sent the alert")
@@ -268,7 +268,8 @@ class Order(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["alert", "leg"], name="one_order_per_alert_leg")]
-        indexes = [models.Index(fields=["status", "created_at"], name="order_status_created")]
+        indexes = [models.Index(fields=["status", "created_at"], name="order_status_created"),
+                   models.Index(fields=["symbol", "created_at"], name="order_symbol_created")]  # the blotter's search
 
     def __str__(self):
         return f"{self.command_id} {self.side} {self.qty} {self.symbol} [{self.status}]"
