@@ -1,5 +1,7 @@
 """The blotter: every order, its tag and its whole audit trail, read-only."""
 
+from collections import Counter
+
 from django.contrib import admin, messages
 from django.db.models import Count
 from django.http import HttpResponseRedirect
@@ -7,8 +9,9 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from .export import csv_response
-from .selectors import position_totals, positions_with_prices
 from .models import (
+    TAG_CODES,
+    TAG_FAMILIES,
     TRADINGVIEW_SENDER_IPS,
     Alert,
     BrokerPosition,
@@ -23,6 +26,7 @@ from .models import (
     Strategy,
     WatcherLease,
 )
+from .selectors import position_totals, positions_with_prices
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -37,14 +41,13 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 class TagPartFilter(admin.SimpleListFilter):
-    """The values the orders' tag_family / tag_code columns hold (indexed), and "none"."""
+    """Every tag family / code the desk writes (indexed columns), and "none"."""
 
     field = ""
+    values: tuple = ()
 
     def lookups(self, request, model_admin):
-        values = (Order.objects.exclude(**{self.field: ""}).order_by(self.field)
-                  .values_list(self.field, flat=True).distinct())
-        return [(v, v) for v in values] + [("none", "no tag" if self.field == "tag_family" else "no code")]
+        return [(v, v) for v in self.values] + [("none", "no tag" if self.field == "tag_family" else "no code")]
 
     def queryset(self, request, queryset):
         if self.value() == "none":
@@ -56,10 +59,12 @@ class TagPartFilter(admin.SimpleListFilter):
 
 class TagFamilyFilter(TagPartFilter):
     title = parameter_name = field = "tag_family"
+    values = TAG_FAMILIES
 
 
 class TagCodeFilter(TagPartFilter):
     title = parameter_name = field = "tag_code"
+    values = TAG_CODES
 
 
 def ist_ms(moment) -> str:
@@ -140,7 +145,9 @@ class OrderAdmin(ReadOnlyAdmin):
     search_fields = ["=command_id"]  # see get_search_results
     search_help_text = "a command id, a broker order id, an alert id or a symbol (exact)"
     list_select_related = ["strategy"]
-    date_hierarchy = "created_at"
+    # No date_hierarchy: its date query over the filtered rows and a second count scan cost
+    # 72 ms (today) and 156 ms (a tag code) at 1M orders in benchmarks/blotter.py; the
+    # created_at filter (today by default) does the same job.
     inlines = [OrderEventInline, FillInline]
 
     def get_search_results(self, request, queryset, search_term):
@@ -210,11 +217,15 @@ class OrderAdmin(ReadOnlyAdmin):
         response = super().changelist_view(request, extra_context)
         cl = getattr(response, "context_data", {}).get("cl")
         if cl is not None:
-            queryset = cl.queryset.order_by()
-            response.context_data["status_counts"] = list(
-                queryset.values_list("status").annotate(n=Count("id")).order_by("status"))
-            response.context_data["family_counts"] = list(
-                queryset.exclude(tag_family="").values_list("tag_family").annotate(n=Count("id")).order_by("-n"))
+            # One scan of the filtered rows for both rows of counts.
+            by_status, by_family = Counter(), Counter()
+            for status, family, n in (cl.queryset.order_by().values_list("status", "tag_family")
+                                      .annotate(n=Count("id"))):
+                by_status[status] += n
+                if family:
+                    by_family[family] += n
+            response.context_data["status_counts"] = sorted(by_status.items())
+            response.context_data["family_counts"] = by_family.most_common()
         return response
 
     @admin.action(description="Export the selected orders as CSV")

@@ -85,6 +85,16 @@ class ChoiceListValidator:
 
 
 STRUCTURED_FAMILIES = ("GUARD_BLOCKED", "RISK_BLOCKED")
+# Every family and code the desk writes (the README's tag table), for the blotter's filters:
+# listing them from the rows would scan every order's index entry.
+TAG_FAMILIES = ("GUARD_BLOCKED", "RISK_BLOCKED", "BROKER_REJECTED", "BROKER_SESSION", "BROKER_CANCELLED",
+                "BROKER_EXPIRED", "BROKER_IN_DOUBT", "BROKER_UNKNOWN", "BROKER_RECOVERED")
+TAG_CODES = ("STRATEGY_DISABLED", "KILL_SWITCH_HALTED", "KILL_SWITCH_REDUCING", "STALE_ALERT", "MARKET_CLOSED",
+             "SYMBOL_NOT_ALLOWED", "PRODUCT_NOT_ALLOWED", "ORDER_TYPE_NOT_ALLOWED", "OUTSIDE_WINDOW",
+             "DAILY_LOSS_LIMIT", "PNL_UNKNOWN", "MAX_LOSS_LOCK", "COOLDOWN", "QTY_LIMIT", "NOTIONAL_LIMIT",
+             "PRICE_UNKNOWN", "PRICE_BAND", "ORDER_RATE_LIMIT", "MAX_POSITIONS", "DUPLICATE_LIVE_ORDER",
+             "DUPLICATE_POSITION", "CROSS_STRATEGY_CONFLICT", "NO_POSITION", "EXIT_EXCEEDS_POSITION", "BATCH",
+             "STALE_ORDER")
 
 
 def tag_parts(tag: str) -> tuple[str, str]:
