@@ -158,3 +158,15 @@ def test_an_expired_broker_session_is_told(fake_telegram, shoonya_oauth, strateg
     texts = "\n".join(fake_telegram.texts())
     assert "BROKER shoonya session EXPIRED for" in texts and "manage.py shoonya_login" in texts
     assert "not placed: the broker session is invalid" in texts and order.command_id in texts
+
+
+def test_an_order_in_doubt_is_told_as_not_executed(fake_telegram, paper_instruments, desk):
+    PaperInstrument.objects.filter(symbol="INFY-EQ").update(behaviour=Behaviour.TIMEOUT_ON_PLACE)
+    order = desk.entry("BUY", "INFY-EQ", 2)
+    desk.send()
+    order.refresh_from_db()
+    assert order.status == Status.SENT_TO_BROKER and order.tag.startswith("BROKER_IN_DOUBT:")
+    deliver()
+    [text] = fake_telegram.texts()
+    assert text.startswith("⚠️ IN DOUBT (sent, no definite answer; NOT executed)") and order.command_id in text
+    assert Notification.objects.get().priority == notify.URGENT
