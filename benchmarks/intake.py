@@ -139,6 +139,7 @@ def with_limits_and_history():
                                  exchange="NSE", symbol="TCS-EQ", side="SELL", qty=HISTORY_FILLS,
                                  order_type="MARKET", product="MIS", status="EXECUTED", filled_qty=HISTORY_FILLS)
     Fill.objects.bulk_create(Fill(order=order, strategy=strategy, qty=1, price=Decimal("4120"), cum_qty=i + 1,
+                                  execution_type="EXIT",
                                   realized_pnl=Decimal("1.5"), at=now) for i in range(HISTORY_FILLS))
     Position.objects.create(strategy=strategy, exchange="NSE", symbol="HDFCBANK-EQ", product="MIS", net_qty=10,
                             avg_price=Decimal("1700"))

@@ -279,7 +279,9 @@ class Order(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["alert", "leg"], name="one_order_per_alert_leg")]
         indexes = [models.Index(fields=["status", "created_at"], name="order_status_created"),
-                   models.Index(fields=["symbol", "created_at"], name="order_symbol_created")]  # the blotter's search
+                   models.Index(fields=["symbol", "created_at"], name="order_symbol_created"),  # the blotter's search
+                   # ORDER_RATE_LIMIT's count of a strategy's last 60 s, from the index alone.
+                   models.Index(fields=["strategy", "created_at", "tag_family", "alert"], name="order_rate_count")]
 
     def __str__(self):
         return f"{self.command_id} {self.side} {self.qty} {self.symbol} [{self.status}]"
@@ -339,6 +341,7 @@ class Fill(models.Model):
     cum_qty = models.PositiveIntegerField(help_text="the order's filled quantity after it")
     realized_pnl = models.DecimalField(max_digits=18, decimal_places=4, default=0,
                                        help_text="P&L this fill realised on the strategy's position")
+    execution_type = models.CharField(max_length=8, blank=True, help_text="its order's, for the cooldown's read")
     broker_fill_id = models.CharField(max_length=64, null=True, blank=True)
     at = models.DateTimeField(default=timezone.now)
 
@@ -348,7 +351,11 @@ class Fill(models.Model):
             models.UniqueConstraint(fields=["broker_fill_id"], condition=models.Q(broker_fill_id__isnull=False),
                                     name="one_fill_per_broker_fill_id"),
         ]
-        indexes = [models.Index(fields=["strategy", "at"], name="fill_strategy_at"),
+        # Covering the risk limits' reads (risk.limits.read_figures): the day's realised P&L and
+        # the latest exits come from the index alone.
+        indexes = [models.Index(fields=["strategy", "at", "realized_pnl"], name="fill_strategy_at"),
+                   models.Index(fields=["strategy", "execution_type", "at", "order", "realized_pnl"],
+                                name="fill_strategy_exits"),
                    models.Index(fields=["at"], name="fill_at")]
 
     def __str__(self):

@@ -60,7 +60,7 @@ def apply_fill(order: Order, filled_qty: int, avg_price: Decimal | None, broker_
         net_qty=book.net_qty, avg_price=book.avg_price, realized_pnl=book.realized_pnl, updated_at=now)
     Fill.objects.create(order=order, strategy_id=order.strategy_id, qty=qty, price=price.quantize(AVG_QUANTUM),
                         cum_qty=filled_qty, realized_pnl=book.realized_pnl - Decimal(position.realized_pnl),
-                        broker_fill_id=broker_fill_id, at=now)
+                        execution_type=order.execution_type, broker_fill_id=broker_fill_id, at=now)
     log.info("position %s %s:%s %s %+d -> %+d", order.strategy_id, order.exchange, order.symbol, order.product,
              position.net_qty, book.net_qty)
 

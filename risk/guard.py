@@ -18,6 +18,11 @@ from .pipeline import Verdict
 from .models import GuardLock
 
 ORDERS, POSITIONS, STRATEGIES = (connection.ops.quote_name(model._meta.db_table) for model in (Order, Position, Strategy))
+# Live orders are few, an instrument's orders many: SQLite's planner, without statistics,
+# took the blotter's (symbol, created_at) index and read every order ever placed on the
+# symbol (the intake grew by 0.2-0.4 ms with the benchmark's history). PostgreSQL plans from
+# its statistics.
+LIVE_INDEX = " INDEXED BY order_status_created" if connection.vendor == "sqlite" else ""
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,7 @@ def _exposures(exchange: str, symbols: list[str], alert: Alert) -> tuple[list[Ex
     marks = ", ".join(["%s"] * len(symbols))
     sql = f"""
         SELECT 'order', o.strategy_id, s.name, o.symbol, o.side, o.execution_type, o.product, o.qty, o.filled_qty
-          FROM {ORDERS} o JOIN {STRATEGIES} s ON s.id = o.strategy_id
+          FROM {ORDERS} o{LIVE_INDEX} JOIN {STRATEGIES} s ON s.id = o.strategy_id
          WHERE o.exchange = %s AND o.symbol IN ({marks}) AND o.status IN (%s, %s) AND o.alert_id <> %s
         UNION ALL
         SELECT 'position', p.strategy_id, s.name, p.symbol, '', '', p.product, p.net_qty, 0

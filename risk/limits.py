@@ -12,6 +12,7 @@ too, but for the system's own square-off exits the rate does not.
 from dataclasses import dataclass, field
 from datetime import UTC, timedelta
 from decimal import Decimal
+from functools import cache
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -31,13 +32,13 @@ from orders.models import (
     Source,
     Strategy,
 )
+from orders.prices import Quote, latest_prices
 from orders.tradingday import trading_day_start
 
 from .models import RiskLimits, RiskLock
 from .pipeline import IntakeContext, Verdict
-from orders.prices import Quote, latest_prices
 
-BLOCKED_AT_INTAKE = ("RISK_BLOCKED:", "GUARD_BLOCKED:")
+BLOCKED_FAMILIES = ("RISK_BLOCKED", "GUARD_BLOCKED")  # blocked at intake: not counted by the order rate
 MONEY = Decimal("0.01")
 
 
@@ -82,31 +83,21 @@ class Figures:
     exits: list = field(default_factory=list)  # (realised P&L, last fill time) of the latest EXIT orders
 
 
-def read_figures(strategy: Strategy | None, ctx: IntakeContext, since, exits: int, count_up_to: int) -> Figures:
-    """One statement (UNION ALL) for a strategy's, or the account's, figures. Hand-written: the
-    same seven reads through the ORM cost 2.5 ms of every intake, most of it compiling them.
-    Bounded whatever the history: today's fills (losing exits in a row count within the
-    trading day), recent orders up to `count_up_to` (one past the rate limit), live orders
-    through the status index (`+strategy_id` keeps SQLite off the strategy's whole history)."""
-    adapt = connection.ops.adapt_datetimefield_value
-    day, recent_since = trading_day_start(ctx.now), ctx.now - timedelta(seconds=60)
-
+@cache
+def _figures_sql(account: bool) -> str:
     def mine(alias: str = "") -> str:  # the account: every strategy
-        return f"{alias}strategy_id = %s" if strategy else "%s IS NULL"
+        return "%s IS NULL" if account else f"{alias}strategy_id = %s"
 
-    who = [strategy.pk if strategy else None]
     # PostgreSQL types each column of a UNION from its first branch: its NULLs say which.
     moment_type = "TIMESTAMP WITH TIME ZONE" if connection.vendor == "postgresql" else "TEXT"
-    blocked = " AND ".join(f"o.tag NOT LIKE '{prefix}%%'" for prefix in BLOCKED_AT_INTAKE)
-    sql = f"""
-        SELECT 'today', NULL, NULL, NULL, SUM(realized_pnl), CAST(NULL AS NUMERIC), CAST(NULL AS {moment_type})
+    return f"""
+        SELECT 'pnl', NULL, NULL, NULL, SUM(CASE WHEN at >= %s THEN realized_pnl ELSE 0 END),
+               SUM(CASE WHEN at >= %s THEN realized_pnl ELSE 0 END), CAST(NULL AS {moment_type})
           FROM {FILLS} WHERE {mine()} AND at >= %s
         UNION ALL
-        SELECT 'since', NULL, NULL, NULL, SUM(realized_pnl), NULL, NULL FROM {FILLS} WHERE {mine()} AND at >= %s
-        UNION ALL
         SELECT 'recent', NULL, NULL, NULL, COUNT(*), NULL, NULL FROM (
-            SELECT 1 FROM {ORDERS} o WHERE {mine('o.')} AND o.created_at >= %s AND o.alert_id <> %s AND {blocked}
-             LIMIT %s) counted
+            SELECT 1 FROM {ORDERS} o WHERE {mine('o.')} AND o.created_at >= %s AND o.alert_id <> %s
+               AND o.tag_family NOT IN (%s, %s) LIMIT %s) counted
         UNION ALL
         SELECT 'position', exchange, symbol, product, net_qty, avg_price, NULL FROM {POSITIONS}
          WHERE {mine()} AND net_qty <> 0 AND NOT (product = %s AND updated_at < %s)
@@ -115,22 +106,35 @@ def read_figures(strategy: Strategy | None, ctx: IntakeContext, since, exits: in
          WHERE {mine('+')} AND status IN (%s, %s) AND execution_type = %s AND alert_id <> %s
         UNION ALL
         SELECT 'exit', NULL, NULL, NULL, pnl, NULL, last FROM (
-            SELECT SUM(f.realized_pnl) AS pnl, MAX(f.at) AS last FROM {FILLS} f JOIN {ORDERS} o ON o.id = f.order_id
-             WHERE {mine('f.')} AND f.at >= %s AND o.execution_type = %s
-             GROUP BY f.order_id ORDER BY last DESC LIMIT %s) latest"""
+            SELECT SUM(realized_pnl) AS pnl, MAX(at) AS last FROM {FILLS}
+             WHERE {mine()} AND execution_type = %s AND at >= %s
+             GROUP BY order_id ORDER BY last DESC LIMIT %s) latest"""
+
+
+def read_figures(strategy: Strategy | None, ctx: IntakeContext, since, exits: int, count_up_to: int) -> Figures:
+    """One statement (UNION ALL) for a strategy's, or the account's, figures. Hand-written: the
+    same seven reads through the ORM cost 2.5 ms of every intake, most of it compiling them.
+    Bounded whatever the history: today's fills (losing exits in a row count within the
+    trading day), recent orders up to `count_up_to` (one past the rate limit), live orders
+    through the status index (`+strategy_id` keeps SQLite off the strategy's whole history)."""
+    adapt = connection.ops.adapt_datetimefield_value
+    day, recent_since = trading_day_start(ctx.now), ctx.now - timedelta(seconds=60)
+    who = [strategy.pk if strategy else None]
+    sql = _figures_sql(strategy is None)
     alert = ctx.alert.pk if ctx.alert else 0
-    params = [*who, adapt(day), *who, adapt(since or day), *who, adapt(recent_since), alert, count_up_to,
+    # Today's realised P&L and the P&L since the max-loss count began, in one scan of the fills.
+    since = since or day
+    params = [adapt(day), adapt(since), *who, adapt(min(day, since)),
+              *who, adapt(recent_since), alert, *BLOCKED_FAMILIES, count_up_to,
               *who, Product.MIS, adapt(day), *who, *LIVE_STATUSES, ExecutionType.ENTRY, alert,
-              *who, adapt(day), ExecutionType.EXIT, exits]
+              *who, ExecutionType.EXIT, adapt(day), exits]
     figures = Figures()
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     for kind, exchange, symbol, product, number, price, moment in rows:
-        if kind == "today":
-            figures.realized_today = _decimal(number)
-        elif kind == "since":
-            figures.realized_since = _decimal(number)
+        if kind == "pnl":
+            figures.realized_today, figures.realized_since = _decimal(number), _decimal(price)
         elif kind == "recent":
             figures.recent_orders = int(number)
         elif kind == "position":
