@@ -16,14 +16,13 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.dispatch import receiver
 from django.utils import timezone
-from django_q.tasks import async_task
 
 from . import events, telegram
 from .models import EventKind, Notification, Order, Status
+from .queue import enqueue_delivery
 
 log = logging.getLogger("orderdesk.notify")
 
-DELIVER_TASK = "orders.tasks.deliver_notifications"
 SENDER_LEASE = "notify"
 BUDGET_S = 5  # a delivery task holds its worker at most this long (plus one request's timeout)
 PACE_S = 1.0  # Telegram allows about one message a second per chat
@@ -118,19 +117,20 @@ def _on_desk_event(sender, kind, params, **kwargs):
         queue(f"🔒 RISK LOCK {params['scope']}: {params['tag']}\nentries locked until an admin resets it", URGENT)
     elif kind == "BROKER_SESSION" and params["change"] in ("invalidated", "login_failed"):
         what = "session EXPIRED" if params["change"] == "invalidated" else "login FAILED"
+        # A failing automatic login retries every SHOONYA_LOGIN_RETRY_S: repeats join one message.
         queue(f"🔑 BROKER {params['broker']} {what} for {params['user']}: {params['reason']}\n"
-              "orders are not placed until a new session is stored (manage.py shoonya_login)", URGENT)
+              "orders are not placed until a new session is stored (manage.py shoonya_login)", URGENT,
+              code=f"BROKER_SESSION:{params['change']}")
 
 
 # --- delivery ---------------------------------------------------------------------------
 
 def kick() -> None:
     """Start a delivery task unless a sender is already at work."""
-    from .queue import _broker
     from .watcher import lease_held
 
     if not lease_held(SENDER_LEASE):
-        async_task(DELIVER_TASK, task_name="notifications", broker=_broker())
+        enqueue_delivery()
 
 
 def _due():

@@ -18,6 +18,7 @@ log = logging.getLogger("orderdesk.queue")
 
 SUBMIT_TASK = "orders.tasks.submit_order"
 WATCH_TASK = "orders.tasks.watch_orders"
+DELIVER_TASK = "orders.tasks.deliver_notifications"
 
 
 def queue_in_database(using: str = DEFAULT_DB_ALIAS) -> bool:
@@ -81,3 +82,8 @@ def tasks_waiting() -> int:
 
 def enqueue_watcher() -> None:
     async_task(WATCH_TASK, task_name="orderwatcher", broker=_broker())
+
+
+def enqueue_delivery() -> None:
+    """A task that sends the due notifications (orders.notify)."""
+    async_task(DELIVER_TASK, task_name="notifications", broker=_broker())
