@@ -19,7 +19,8 @@ def _decimal(value) -> Decimal:
     return Decimal(str(value))  # SQLite hands decimals back as floats
 
 
-def _aware(value) -> datetime:
+def aware(value) -> datetime:
+    """A datetime from a hand-written query: SQLite hands back text, naive in UTC."""
     moment = parse_datetime(value) if isinstance(value, str) else value
     return moment if timezone.is_aware(moment) else moment.replace(tzinfo=UTC)
 
@@ -45,7 +46,7 @@ def latest_prices(instruments: set[tuple[str, str]]) -> dict[tuple[str, str], Qu
         rows = cursor.fetchall()
     for exchange, symbol, price, at in rows:  # the newest last
         if (exchange, symbol) in instruments:
-            quotes[(exchange, symbol)] = Quote(_decimal(price), _aware(at))
+            quotes[(exchange, symbol)] = Quote(_decimal(price), aware(at))
     missing = instruments - set(quotes)
     if missing:
         now = timezone.now()

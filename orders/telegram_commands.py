@@ -50,14 +50,15 @@ def status_text() -> str:
              "today: " + (", ".join(f"{s} {n}" for s, n in sorted(by_status.items())) or "no orders"),
              "failures: " + (", ".join(f"{f}:{c or '-'} {n}" for f, c, n in failures) or "none"),
              f"day P&L: realised {realized:.2f}, unrealised {unrealized:.2f}",
-             f"kill switch: {health_kill_switch()}",
+             f"kill switch: {global_kill_switch_mode()}",
              f"broker: {broker.get('name', '?')} session {broker.get('session', '?')}",
              "watcher: " + (f"last pass {watcher.get('last_pass_age_s')}s ago" if watcher.get("holder") else
                             "NOT RUNNING")]
     return "\n".join(lines + [f"! {reason}" for reason in report.details.get("reasons", [])])
 
 
-def health_kill_switch() -> str:
+def global_kill_switch_mode() -> str:
+    """Read by model name: orders reaches risk's code only through the registry."""
     from django.apps import apps
 
     switch = apps.get_model("risk", "KillSwitch").objects.filter(is_global=True).values_list("mode", flat=True).first()

@@ -10,7 +10,7 @@ too, but for the system's own square-off exits the rate does not.
 """
 
 from dataclasses import dataclass, field
-from datetime import UTC, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from functools import cache
 from zoneinfo import ZoneInfo
@@ -18,7 +18,6 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.db import connection
 from django.db.models import Max, Sum
-from django.utils import timezone
 
 from orders import events
 from orders.models import (
@@ -32,7 +31,7 @@ from orders.models import (
     Source,
     Strategy,
 )
-from orders.prices import Quote, latest_prices
+from orders.prices import Quote, aware, latest_prices
 from orders.tradingday import trading_day_start
 
 from .models import RiskLimits, RiskLock
@@ -142,16 +141,9 @@ def read_figures(strategy: Strategy | None, ctx: IntakeContext, since, exits: in
         elif kind == "live":
             figures.live_entries.add((exchange, symbol, product))
         else:
-            last = moment if not isinstance(moment, str) else _parse_moment(moment)
+            last = aware(moment)
             figures.exits.append((_decimal(number), last))
     return figures
-
-
-def _parse_moment(text: str):
-    from django.utils.dateparse import parse_datetime
-
-    moment = parse_datetime(text)
-    return moment if timezone.is_aware(moment) else moment.replace(tzinfo=UTC)
 
 
 @dataclass
