@@ -1,4 +1,5 @@
-"""The broker interface: place an order, read the order book, read positions.
+"""The broker interface: place an order, read the order book, read positions, and (where the
+broker has one) listen to its push feed of order updates.
 
 Adapters translate their wire format into these types; the pipeline never sees a broker's
 own field names.
@@ -76,6 +77,7 @@ class BookEntry:
     filled_qty: int = 0
     avg_price: Decimal | None = None
     reason: str = ""
+    fill_id: str = ""  # a pushed fill report's own id (Noren's flid), for the fills ledger
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,34 @@ class BrokerInDoubt(Exception):
     """Raised by an adapter's place() when the order may or may not have reached the broker."""
 
 
+class FeedListener:
+    """What an OrderFeed tells while it runs (orders.feed implements it). Called from the
+    feed's own thread; none of these blocks for long."""
+
+    def connected(self) -> None:
+        """Logged in and subscribed (again): what happened while disconnected is unknown."""
+
+    def update(self, entry: BookEntry) -> None:
+        """One order's new state, as pushed."""
+
+    def heartbeat(self) -> None:
+        """The connection showed life without an order update (a heartbeat reply, say)."""
+
+    def running(self) -> bool:
+        """Asked at least every second: False stops the feed (shutdown, or its lease lost)."""
+        return True
+
+    def disconnected(self, reason: str) -> None:
+        """The connection ended or could not be set up; the feed tries again after a pause."""
+
+
+class OrderFeed:
+    def run(self, listener: FeedListener) -> None:
+        """Connect, log in, subscribe and report to `listener` while listener.running(),
+        reconnecting with backoff. Never raises."""
+        raise NotImplementedError
+
+
 class Broker:
     def place(self, request: PlaceRequest) -> PlaceResult:
         """One attempt, never retried: ACCEPTED, REJECTED, or raise BrokerInDoubt."""
@@ -132,6 +162,10 @@ class Broker:
     def positions(self) -> list[Position]:
         """Today's net positions. Raises BrokerUnavailable when the broker gave no usable answer."""
         raise NotImplementedError
+
+    def order_feed(self) -> OrderFeed | None:
+        """The broker's push feed of order updates, or None (then the watcher polls)."""
+        return None
 
     def reference_prices(self, instruments: set[tuple[str, str]]) -> dict[tuple[str, str], Decimal]:
         """{(exchange, symbol): price} the adapter knows without I/O (the paper broker's

@@ -6,14 +6,22 @@ A threaded HTTP server that speaks the wire format the official client speaks (P
 book that fills after a delay, net positions with `rpnl`/`urmtom` from the fills and a settable
 last price, and can be told, per symbol or per order (by `remarks`), to misbehave.
 
+It also serves Noren's websocket (`FEED_PATH` on a port of its own): a login (`t:"c"` with a
+QuickAuth token, `t:"a"` with an OAuth one), the order subscription (`t:"o"`), then an `om`
+message for every change of an order (NewAck, New, Fill with `flqty`/`flprc`/`flid`, Rejected,
+Canceled). `feed` can be told to drop its connections, stall (no messages, no heartbeat
+replies), refuse logins silently, or send malformed frames.
+
 Tests drive it with Python methods (set_behaviour, set_last_price, expire_sessions,
-issue_auth_code, calls) and read every request it received in `self.calls`. Demos
+issue_auth_code, calls, feed) and read every request it received in `self.calls`. Demos
 (`manage.py fake_noren --port P`) use the HTTP control routes under `/_fake/`.
 """
 
 import hashlib
+import itertools
 import json
 import secrets
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +32,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 import pyotp
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Opcode
+from websockets.sync.server import ServerConnection, serve
 
 from .base import add_fill
 
@@ -35,6 +46,8 @@ DEFAULT_LATE_REJECT = "RED:Margin Shortfall:INSUFFICIENT BALANCE"
 DEFAULT_CANCEL_REASON = "Canceled by exchange"
 GARBAGE_BODY = "<html><body><h1>502 Bad Gateway</h1></body></html>"
 BASE_PATH = "/NorenWClientAPI"
+FEED_PATH = "/NorenWSAPI/"
+TICK_S = 0.02  # due orders move on this often even when nobody reads the book (the feed announces them)
 
 INSTRUMENTS = {
     ("NSE", "RELIANCE-EQ"): Decimal("2950.00"),
@@ -161,9 +174,150 @@ def parse_body(raw: str) -> tuple[dict | None, str | None]:
     return None, jkey
 
 
+class FeedMode(str, Enum):
+    NORMAL = "NORMAL"
+    REFUSE_SILENTLY = "REFUSE_SILENTLY"  # a login gets no answer; the socket stays open
+    STALL = "STALL"  # connections stay open, but nothing more is sent: no updates, no heartbeat replies
+
+
+MALFORMED_FRAMES = ("not json {", "[1, 2, 3]", b"\x00\xff binary", '{"t": "om"}', '{"t": "om", "norenordno": ""}')
+
+
+class FakeFeed:
+    """The websocket side of the fake: who logged in, who is subscribed, what was announced."""
+
+    def __init__(self, fake: "FakeNoren", host: str, port: int = 0):
+        self.fake = fake
+        self.mode = FeedMode.NORMAL
+        self.spelling = "norenordno"  # Noren also sends "norenoordno"
+        self.logins: list[dict] = []  # the login messages received, token replaced by its kind
+        self.announced: list[dict] = []
+        self._subscribers: set[ServerConnection] = set()
+        self._connections: set[ServerConnection] = set()
+        self._lock = threading.Lock()
+        self._fill_ids = itertools.count(1)
+        self.server = serve(self._serve, host, port, create_connection=_stallable(self), compression=None,
+                            ping_interval=None)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.socket.getsockname()[:2]
+        return f"ws://{host}:{port}{FEED_PATH}"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.server.serve_forever, name="fake-noren-feed", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.drop()
+        self.server.shutdown()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def subscribers(self) -> int:
+        with self._lock:
+            return len(self._subscribers)
+
+    def drop(self) -> None:
+        """Every connection ends at once, without a closing handshake (a network drop)."""
+        with self._lock:
+            connections = list(self._connections)
+        for ws in connections:
+            try:
+                ws.socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def send_malformed(self) -> None:
+        self._send_all(MALFORMED_FRAMES)
+
+    def announce(self, messages: list[dict]) -> None:
+        if not messages:
+            return
+        with self._lock:
+            self.announced.extend(messages)
+        if self.mode != FeedMode.STALL:
+            self._send_all([json.dumps(m) for m in messages])
+
+    def order_message(self, order: "FakeOrder", report: str, row: dict, fill_qty: int = 0) -> dict:
+        message = {k: v for k, v in row.items() if k not in ("stat", "rpt", "norenordno")}
+        message.update({"t": "om", self.spelling: order.norenordno, "reporttype": report})
+        if fill_qty:
+            message.update(flqty=str(fill_qty), flprc=_money(order.fill_price), flid=str(next(self._fill_ids)),
+                           fltm=row.get("exch_tm", ""))
+        return message
+
+    def _send_all(self, frames) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for ws in subscribers:
+            for frame in frames:
+                try:
+                    ws.send(frame)
+                except (ConnectionClosed, OSError):
+                    break
+
+    def _serve(self, ws: ServerConnection) -> None:
+        if ws.request is None or ws.request.path != FEED_PATH:
+            ws.close(1008, "unknown path")
+            return
+        with self._lock:
+            self._connections.add(ws)
+        logged_in = False
+        try:
+            for frame in ws:
+                try:
+                    message = json.loads(frame)
+                except ValueError:
+                    continue
+                kind = message.get("t") if isinstance(message, dict) else None
+                if kind in ("c", "a"):
+                    token = message.get("susertoken" if kind == "c" else "accesstoken", "")
+                    token_kind = self.fake.token_kind(token)
+                    with self._lock:
+                        self.logins.append({"t": kind, "uid": message.get("uid"), "actid": message.get("actid"),
+                                            "source": message.get("source"), "token": token_kind})
+                    if self.mode == FeedMode.REFUSE_SILENTLY:
+                        continue
+                    logged_in = message.get("uid") == self.fake.account.user_id and token_kind == (
+                        "LEGACY" if kind == "c" else "OAUTH")
+                    ws.send(json.dumps({"t": "ck" if kind == "c" else "ak", "s": "OK" if logged_in else "NOT_OK",
+                                        "uid": message.get("uid")}))
+                elif kind == "o" and logged_in and message.get("actid") == self.fake.account.account_id:
+                    ws.send(json.dumps({"t": "ok"}))
+                    with self._lock:
+                        self._subscribers.add(ws)
+        except ConnectionClosed:
+            pass
+        finally:
+            with self._lock:
+                self._subscribers.discard(ws)
+                self._connections.discard(ws)
+
+
+def _stallable(feed: FakeFeed):
+    """Connections that stop answering heartbeats while the feed is told to stall (websockets
+    answers pings by itself, below the handler)."""
+
+    class StallableConnection(ServerConnection):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            send_frame = self.protocol.send_frame
+
+            def send_unless_stalled(frame):
+                if frame.opcode == Opcode.PONG and feed.mode == FeedMode.STALL:
+                    return
+                send_frame(frame)
+
+            self.protocol.send_frame = send_unless_stalled
+
+    return StallableConnection
+
+
 class FakeNoren:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, account: Account | None = None,
-                 fill_delay_s: float = 0.0):
+                 fill_delay_s: float = 0.0, feed_port: int = 0):
         self.account = account or Account()
         self.fill_delay_s = fill_delay_s
         self.calls: list[Call] = []
@@ -180,6 +334,8 @@ class FakeNoren:
         self.server = ThreadingHTTPServer((host, port), _handler_for(self))
         self.server.daemon_threads = True
         self._thread: threading.Thread | None = None
+        self.feed = FakeFeed(self, host, feed_port)
+        self._ticker: threading.Thread | None = None
 
     # --- running --------------------------------------------------------------------------
 
@@ -201,14 +357,23 @@ class FakeNoren:
         self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="fake-noren", daemon=True)
         self._thread.start()
+        self.feed.start()
+        self._ticker = threading.Thread(target=self._tick, name="fake-noren-ticker", daemon=True)
+        self._ticker.start()
         return self
 
     def stop(self) -> None:
-        self._stopping.set()  # wakes handlers sleeping in a TIMEOUT
+        self._stopping.set()  # wakes handlers sleeping in a TIMEOUT, and the ticker
+        self.feed.stop()
         self.server.shutdown()
         self.server.server_close()
-        if self._thread:
-            self._thread.join(timeout=5)
+        for thread in (self._thread, self._ticker):
+            if thread:
+                thread.join(timeout=5)
+
+    def _tick(self) -> None:
+        while not self._stopping.wait(TICK_S):
+            self.advance()
 
     def __enter__(self):
         return self.start()
@@ -220,7 +385,7 @@ class FakeNoren:
         """The SHOONYA_* settings that point orderdesk at this fake, legacy or OAuth."""
         a = self.account
         values = {"SHOONYA_BASE_URL": self.base_url, "SHOONYA_OAUTH_URL": self.login_url,
-                  "SHOONYA_USER_ID": a.user_id, "SHOONYA_ACCOUNT_ID": a.account_id}
+                  "SHOONYA_WS_URL": self.feed.url, "SHOONYA_USER_ID": a.user_id, "SHOONYA_ACCOUNT_ID": a.account_id}
         if oauth:
             values.update(SHOONYA_CLIENT_ID=a.client_id, SHOONYA_SECRET=a.secret, SHOONYA_PASSWORD="",
                           SHOONYA_TOTP_SECRET="", SHOONYA_VENDOR_CODE="", SHOONYA_API_KEY="", SHOONYA_IMEI="")
@@ -278,16 +443,24 @@ class FakeNoren:
         """Fill the rest of an order now (e.g. after a PARTIAL)."""
         with self._lock:
             order = self.order_for(remarks)
+            filled_before = order.fillshares
             order.status, order.fillshares, order.avgprc, order.settled = "COMPLETE", order.qty, order.fill_price, True
-            order.history.append(self._row(order, rpt="Fill"))
+            row = self._row(order, rpt="Fill")
+            order.history.append(row)
+            message = self.feed.order_message(order, "Fill", row, fill_qty=order.qty - filled_before)
+        self.feed.announce([message])
 
     def advance(self) -> None:
-        """Move due orders on (also done before every read)."""
+        """Move due orders on (a ticker does it every TICK_S, and every read before it answers)."""
         with self._lock:
             now = time.monotonic()
-            for order in self.orders:
-                if not order.settled and now - order.placed_at >= self.fill_delay_s:
-                    self._step(order)
+            messages = [self._step(order) for order in self.orders
+                        if not order.settled and now - order.placed_at >= self.fill_delay_s]
+        self.feed.announce(messages)
+
+    def token_kind(self, token: str) -> str | None:
+        with self._lock:
+            return self.tokens.get(token or "")
 
     # --- the routes -------------------------------------------------------------------------
 
@@ -406,12 +579,18 @@ class FakeNoren:
             self._sequence += 1
             order = FakeOrder(norenordno=f"{datetime.now():%y%m%d}{self._sequence:08d}", fields=fields, rule=rule,
                               fill_price=fill_price, placed_at=time.monotonic())
-            order.history.append(self._row(order, status="PENDING", rpt="NewAck"))
-            order.history.append(self._row(order, status="OPEN", rpt="New"))
+            acknowledged = self._row(order, status="PENDING", rpt="NewAck")
+            opened = self._row(order, status="OPEN", rpt="New")
+            order.history += [acknowledged, opened]
             self.orders.append(order)
+            messages = [self.feed.order_message(order, "NewAck", acknowledged),
+                        self.feed.order_message(order, "New", opened)]
+        self.feed.announce(messages)
         return order
 
-    def _step(self, order: FakeOrder) -> None:
+    def _step(self, order: FakeOrder) -> dict:
+        """One automatic step of an order; returns its feed message."""
+        filled_before = order.fillshares
         behaviour = order.rule.behaviour
         if behaviour == Behaviour.REJECT_LATER:
             order.status, order.rejreason = "REJECTED", order.rule.reason or DEFAULT_LATE_REJECT
@@ -426,7 +605,9 @@ class FakeNoren:
             order.status, order.fillshares, order.avgprc = "COMPLETE", order.qty, order.fill_price
         order.settled = True
         rpt = {"COMPLETE": "Fill", "REJECTED": "Rejected", "CANCELED": "Canceled"}.get(order.status, "Fill")
-        order.history.append(self._row(order, rpt=rpt))
+        row = self._row(order, rpt=rpt)
+        order.history.append(row)
+        return self.feed.order_message(order, rpt, row, fill_qty=order.fillshares - filled_before)
 
     def _row(self, order: FakeOrder, status: str | None = None, rpt: str = "") -> dict:
         f = order.fields
@@ -484,6 +665,18 @@ class FakeNoren:
 
     # --- HTTP control, for demos -------------------------------------------------------------
 
+    def _control_feed(self, action: str) -> None:
+        """normal, stall, refuse (logins silently), drop (every connection), malformed (frames)."""
+        modes = {"normal": FeedMode.NORMAL, "stall": FeedMode.STALL, "refuse": FeedMode.REFUSE_SILENTLY}
+        if action in modes:
+            self.feed.mode = modes[action]
+        elif action == "drop":
+            self.feed.drop()
+        elif action == "malformed":
+            self.feed.send_malformed()
+        else:
+            raise ValueError(f"feed action {action!r}: one of {sorted([*modes, 'drop', 'malformed'])}")
+
     def control(self, method: str, path: str, query: dict, body: str) -> tuple[int, str, str]:
         action = path[len("/_fake/"):]
         if method == "GET" and action == "login":
@@ -508,6 +701,8 @@ class FakeNoren:
                 self.set_last_price(payload["symbol"], payload["price"], payload.get("exchange", "NSE"))
             elif method == "POST" and action == "expire":
                 self.expire_sessions()
+            elif method == "POST" and action == "feed":
+                self._control_feed(payload["action"])
             else:
                 return 404, "text/plain", f"no control route {method} {action}"
         except (KeyError, TypeError, ValueError) as exc:

@@ -1,7 +1,9 @@
 """The paper broker: the embedded default. It fills orders realistically enough to run the
 whole pipeline with no account, and can be told per instrument to misbehave."""
 
+import logging
 import secrets
+import time
 from collections import defaultdict
 from dataclasses import asdict
 from datetime import timedelta
@@ -12,9 +14,11 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from .base import (BookEntry, Broker, BrokerInDoubt, PlaceOutcome, PlaceRequest, PlaceResult, Position, add_fill,
-                   normalize_status)
+from .base import (BookEntry, Broker, BrokerInDoubt, FeedListener, OrderFeed, PlaceOutcome, PlaceRequest,
+                   PlaceResult, Position, add_fill, normalize_status)
 from .models import Behaviour, PaperInstrument, PaperOrder
+
+log = logging.getLogger("orderdesk.brokers.paper")
 
 INVALID_SYMBOL = "Invalid Trading Symbol"  # Noren's wording
 LATE_REJECT_REASON = "RED:Margin Shortfall:INSUFFICIENT BALANCE"
@@ -70,18 +74,25 @@ class PaperBroker(Broker):
             raise BrokerInDoubt("read timed out (paper broker TIMEOUT_ON_PLACE)")
         return PlaceResult(PlaceOutcome.ACCEPTED, broker_order_id=order.broker_order_id)
 
-    def _advance(self) -> None:
-        """Move every due OPEN order one step (compare-and-set, so concurrent readers agree)."""
+    def advance(self) -> list[BookEntry]:
+        """Move every due OPEN order one step (compare-and-set, so concurrent readers agree);
+        returns the entries of the orders moved, for the paper feed to announce."""
         now = timezone.now()
         due = list(PaperOrder.objects.filter(status="OPEN", due_at__lte=now))
         # The common case, a plain fill, is one UPDATE for all due orders: on SQLite every
         # statement outside a transaction takes the database's one write lock, and a write
         # per filled order made the watcher queue for it once per order, every pass.
         stepwise = (Behaviour.REJECT_LATER, Behaviour.CANCEL_AFTER_PARTIAL)
-        plain = [order.pk for order in due if order.behaviour not in stepwise]
+        plain = [order for order in due if order.behaviour not in stepwise]
+        moved = []
         for start in range(0, len(plain), FILL_BATCH):
-            PaperOrder.objects.filter(pk__in=plain[start:start + FILL_BATCH], status="OPEN").update(
+            batch = plain[start:start + FILL_BATCH]
+            PaperOrder.objects.filter(pk__in=[o.pk for o in batch], status="OPEN").update(
                 status="COMPLETE", filled_qty=F("qty"), avg_price=F("fill_price"))
+            # Announced even if a concurrent reader moved some first: it made the same move.
+            for order in batch:
+                order.status, order.filled_qty, order.avg_price = "COMPLETE", order.qty, order.fill_price
+            moved += batch
         for order in (o for o in due if o.behaviour in stepwise):
             if order.behaviour == Behaviour.REJECT_LATER:
                 changes = {"status": "REJECTED", "reason": LATE_REJECT_REASON}
@@ -89,7 +100,14 @@ class PaperBroker(Broker):
                 changes = {"filled_qty": order.qty // 2, "avg_price": order.fill_price, "due_at": now + self._delay()}
             else:
                 changes = {"status": "CANCELED", "reason": CANCEL_REASON}
-            PaperOrder.objects.filter(pk=order.pk, status="OPEN", filled_qty=order.filled_qty).update(**changes)
+            if PaperOrder.objects.filter(pk=order.pk, status="OPEN", filled_qty=order.filled_qty).update(**changes):
+                for field, value in changes.items():
+                    setattr(order, field, value)
+                moved.append(order)
+        return [self._entry(o) for o in moved]
+
+    def order_feed(self) -> OrderFeed:
+        return PaperFeed(self)
 
     def _todays_orders(self):
         return PaperOrder.objects.filter(placed_at__gte=timezone.now() - timedelta(days=1)).order_by("id")
@@ -103,12 +121,12 @@ class PaperBroker(Broker):
     def order_book(self) -> list[BookEntry]:
         # Each step is its own compare-and-set: no transaction (which on SQLite would take the
         # write lock on every read of the book, even when nothing is due).
-        self._advance()
+        self.advance()
         return [self._entry(o) for o in self._todays_orders()]
 
     def order_status(self, broker_order_id: str) -> BookEntry | None:
         """Any day's order, like Noren's SingleOrdHist: the book only lists today's."""
-        self._advance()
+        self.advance()
         order = PaperOrder.objects.filter(broker_order_id=broker_order_id).first()
         return self._entry(order) if order else None
 
@@ -138,3 +156,26 @@ class PaperBroker(Broker):
             result.append(Position(exchange, symbol, product, qty, avg.quantize(Decimal("0.0001")), realized,
                                    unrealized, last))
         return result
+
+
+class PaperFeed(OrderFeed):
+    """The paper broker's push path: a timer in the listening process (manage.py orderwatcher)
+    advances due paper orders and announces what moved, so EXECUTED follows the paper fill
+    delay instead of the next poll."""
+
+    def __init__(self, broker: PaperBroker):
+        self.broker = broker
+
+    def run(self, listener: FeedListener) -> None:
+        listener.connected()
+        try:
+            while listener.running():
+                try:
+                    for entry in self.broker.advance():
+                        listener.update(entry)
+                    listener.heartbeat()
+                except Exception:  # noqa: BLE001 - the database away for a moment: the next tick
+                    log.exception("paper feed: advancing orders failed")
+                time.sleep(settings.PAPER_FEED_TICK_S)
+        finally:
+            listener.disconnected("stopped")

@@ -23,3 +23,8 @@ def _broker(name: str) -> Broker:
 
 def get_broker() -> Broker:
     return _broker(settings.ORDERDESK_BROKER)
+
+
+def new_broker() -> Broker:
+    """An instance of its own, for a thread that must not share the process's (its HTTP session)."""
+    return _broker.__wrapped__(settings.ORDERDESK_BROKER)

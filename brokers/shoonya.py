@@ -15,6 +15,7 @@ Outcomes of a place call:
 
 import logging
 import os
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from urllib.parse import quote_plus
 
@@ -109,6 +110,18 @@ def book_entry(row: dict) -> BookEntry | None:
         avg_price=_decimal(row.get("avgprc")) if filled else None,  # "0" or absent until a fill
         reason=str(row.get("rejreason") or ""),
     )
+
+
+def order_update_entry(message: dict) -> BookEntry | None:
+    """A push feed `om` message, read as a book row (one parser for both). Noren also spells
+    the order number `norenoordno`; a fill report's `flid` becomes the fill's id, prefixed
+    with the order number (exchange trade ids repeat across days and exchanges)."""
+    row = dict(message)
+    row["norenordno"] = message.get("norenordno") or message.get("norenoordno")
+    entry = book_entry(row)
+    if entry is not None and str(message.get("reporttype") or "").lower() == "fill" and message.get("flid"):
+        entry = replace(entry, fill_id=f"{entry.broker_order_id}:{message['flid']}"[:64])
+    return entry
 
 
 def position(row: dict) -> Position:
@@ -245,6 +258,17 @@ class ShoonyaBroker(Broker):
         if is_no_data(reply):
             return []
         raise BrokerUnavailable(f"{route}: {error_message(reply) if isinstance(reply, dict) else _shape(reply)}")
+
+    def order_feed(self):
+        from .shoonya_feed import NorenOrderFeed
+
+        return NorenOrderFeed(self)
+
+    def feed_session(self) -> sessions.Session:
+        """The session the push feed logs in with: the stored one, or (legacy credentials) a
+        new login. Raises SessionUnavailable."""
+        self._refresh_client_settings()
+        return self._session()
 
     def order_book(self) -> list[BookEntry]:
         rows = self._read("OrderBook", {"ordersource": "API", "uid": sessions.user_id()})

@@ -10,7 +10,7 @@ SECTIONS = {
     "Trading": ["orders.order", "orders.orderevent", "orders.alert", "orders.rejectedalert", "orders.position",
                 "orders.fill", "orders.strategy", "orders.notification"],
     "Risk": ["risk.killswitch", "risk.killswitchchange", "risk.risklimits", "risk.risklock", "risk.marketholiday"],
-    "Broker": ["orders.brokerposition", "brokers.brokersession", "brokers.paperinstrument", "brokers.paperorder"],
+    "Broker": ["orders.orderfeedstate", "orders.brokerposition", "brokers.brokersession", "brokers.paperinstrument", "brokers.paperorder"],
 }
 SYSTEM = "System"
 

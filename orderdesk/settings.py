@@ -314,6 +314,12 @@ RISK_SNAPSHOT_MAX_AGE_S = env_float("RISK_SNAPSHOT_MAX_AGE_S", 30)  # older pric
 ORDER_MAX_AGE_S = env_float("ORDER_MAX_AGE_S", 60)  # older at claim time -> STALE_ORDER
 WATCHER_INTERVAL_S = env_float("WATCHER_INTERVAL_S", 1)
 WATCHER_SLICE_S = env_float("WATCHER_SLICE_S", 20)
+# While the broker's push feed is healthy, the order-book read is a reconciliation this often.
+WATCHER_RECONCILE_S = env_float("WATCHER_RECONCILE_S", 5)
+ORDER_FEED = env_bool("ORDER_FEED", True)  # listen to the broker's push feed in manage.py orderwatcher
+# A feed that showed no life (message, heartbeat reply) for this long counts as down: polling resumes.
+ORDER_FEED_STALE_S = env_float("ORDER_FEED_STALE_S", 10)
+PAPER_FEED_TICK_S = env_float("PAPER_FEED_TICK_S", 0.05)  # the paper feed advances due orders this often
 # Longer than a slow pass (order book and positions at full broker timeouts), so a live
 # watcher keeps its lease; a crashed one is replaced after this long.
 WATCHER_LEASE_TTL_S = env_float("WATCHER_LEASE_TTL_S", 30)
@@ -372,6 +378,9 @@ SHOONYA_VENDOR_CODE = env_str("SHOONYA_VENDOR_CODE")
 SHOONYA_API_KEY = env_str("SHOONYA_API_KEY")
 SHOONYA_IMEI = env_str("SHOONYA_IMEI")
 SHOONYA_ALGO_ID = env_str("SHOONYA_ALGO_ID")  # the exchange's algo id, sent as `algo_id` when set
+SHOONYA_WS_URL = env_str("SHOONYA_WS_URL", "wss://api.shoonya.com/NorenWSAPI/")
+SHOONYA_WS_HEARTBEAT_S = env_float("SHOONYA_WS_HEARTBEAT_S", 3)  # as the official client: ping {"t":"h"}
+SHOONYA_WS_LOGIN_TIMEOUT_S = env_float("SHOONYA_WS_LOGIN_TIMEOUT_S", 5)  # no ack by then: close, retry
 # After a failed automatic login, wait this long before the next one (wrong credentials
 # retried every second would lock the account).
 SHOONYA_LOGIN_RETRY_S = env_float("SHOONYA_LOGIN_RETRY_S", 60)

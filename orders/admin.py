@@ -8,6 +8,7 @@ from django.http import HttpResponseRedirect
 from django.utils import timezone
 from django.utils.html import format_html
 
+from . import feedstate
 from .export import csv_response
 from .models import (
     TAG_CODES,
@@ -20,6 +21,7 @@ from .models import (
     Notification,
     Order,
     OrderEvent,
+    OrderFeedState,
     Position,
     RejectedAlert,
     Status,
@@ -259,6 +261,19 @@ class RejectedAlertAdmin(ReadOnlyAdmin):
 @admin.register(WatcherLease)
 class WatcherLeaseAdmin(ReadOnlyAdmin):
     list_display = ["name", "owner", "expires_at", "last_pass_at"]
+
+
+@admin.register(OrderFeedState)
+class OrderFeedStateAdmin(ReadOnlyAdmin):
+    """The broker's push feed: connected since when, its last message, reconnects today."""
+
+    list_display = ["broker", "connection", "holder", "connected_since", "last_message_at", "last_seen_at",
+                    "reconnects_today", "last_error"]
+
+    @admin.display(description="connection")
+    def connection(self, state):
+        healthy = feedstate.state().get("healthy")
+        return "healthy" if healthy else ("connected, quiet" if state.connected_since else "down (polling)")
 
 
 @admin.register(Strategy)

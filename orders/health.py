@@ -18,7 +18,9 @@ from django.db.models import BooleanField, Count, ExpressionWrapper, Min, Q
 from django.utils import timezone
 
 from .models import Order, Status, WatcherLease
-from .watcher import LEASE_NAME, holder_is_gone
+from . import feedstate
+from .leases import holder_is_gone
+from .watcher import LEASE_NAME
 
 OK, DEGRADED, DOWN = "ok", "degraded", "down"
 WATCHER_STALE_INTERVALS = 5  # passes missed before the watcher counts as stalled
@@ -104,7 +106,7 @@ def broker_state() -> dict:
 
 # --- the verdict --------------------------------------------------------------------------
 
-def _reasons(queue: dict, watcher: dict, broker: dict) -> list[str]:
+def _reasons(queue: dict, watcher: dict, broker: dict, feed: dict) -> list[str]:
     reasons = []
     age, stale = watcher["last_pass_age_s"], watcher["stale_after_s"]
     if watcher["holder"] is None and (age is None or age > stale):
@@ -116,6 +118,9 @@ def _reasons(queue: dict, watcher: dict, broker: dict) -> list[str]:
     oldest = queue["oldest_created_age_s"]
     if oldest is not None and oldest > queue["stale_after_s"]:
         reasons.append(f"{queue['created']} CREATED order(s) waiting, the oldest for {oldest:.0f}s")
+    if feed["running"] and not feed["healthy"]:
+        # A listener that cannot keep its connection: orders still converge, at the poll's pace.
+        reasons.append(f"order feed down ({feed['last_error'] or 'no recent sign of life'}): polling instead")
     if broker.get("error"):
         reasons.append(f"broker {broker['name']}: {broker['error']}")
     elif not broker["ready"]:
@@ -130,13 +135,14 @@ def health_report() -> HealthReport:
         queue = created_queue(now)
         watcher = watcher_state(now)
         broker = broker_state()
+        feed = feedstate.state(now)
     except DatabaseError as exc:
         # The class name only: a driver's message can carry the host, user or database name.
         return HealthReport(DOWN, {"database": {"reachable": False, "vendor": connection.vendor,
                                                 "error": type(exc).__name__},
                                    "reasons": ["database unreachable"]})
-    reasons = _reasons(queue, watcher, broker)
+    reasons = _reasons(queue, watcher, broker, feed)
     return HealthReport(DEGRADED if reasons else OK, {
-        "reasons": reasons, "database": database, "queue": queue, "watcher": watcher, "broker": broker,
+        "reasons": reasons, "database": database, "queue": queue, "watcher": watcher, "broker": broker, "feed": feed,
         "checked_at": now.isoformat(),
     })

@@ -58,7 +58,7 @@ def _truncate(tag: str) -> str:
 
 
 def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes: dict, extra_filter: dict,
-           when: Q | None = None) -> bool:
+           when: Q | None = None, fill_id: str = "") -> bool:
     unknown = set(changes) - STATE_FIELDS
     if unknown:
         raise ValueError(f"lifecycle cannot change {sorted(unknown)}")
@@ -93,7 +93,7 @@ def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes
             log.info("order %s: lost %s %s->%s to a concurrent writer", order.command_id, kind, order.status, to)
             return False
         if "filled_qty" in changes:
-            apply_fill(order, changes["filled_qty"], changes.get("avg_price", order.avg_price))
+            apply_fill(order, changes["filled_qty"], changes.get("avg_price", order.avg_price), fill_id or None)
         event = OrderEvent.objects.create(
             order=order,
             kind=kind,
@@ -125,10 +125,11 @@ def _copy(order: Order) -> Order:
 
 
 def move(order: Order, to: str, *, actor: str, tag: str | None = None, kind: str | None = None,
-         detail: str = "", when: Q | None = None, **changes) -> bool:
+         detail: str = "", when: Q | None = None, fill_id: str = "", **changes) -> bool:
     """Move `order` to status `to`. Raises IllegalTransition on a move the table forbids;
     re-confirming the terminal state an order is already in is a no-op (False, no row).
-    `when`: a further condition the update itself checks (part of the compare-and-set)."""
+    `when`: a further condition the update itself checks (part of the compare-and-set).
+    `fill_id`: the broker's id of the fill this move records, for the fills ledger."""
     if order.status == to and to in TERMINAL_STATUSES:
         return False
     _check_allowed(order, to, actor)
@@ -141,17 +142,19 @@ def move(order: Order, to: str, *, actor: str, tag: str | None = None, kind: str
         # copy must not reopen an order that has since been recovered and failed for real.
         extra = {"tag__startswith": UNKNOWN_TAG_PREFIX}
     return _apply(order, to, kind=kind or DEFAULT_KIND[to], actor=actor, detail=detail,
-                  changes=changes, extra_filter=extra, when=when)
+                  changes=changes, extra_filter=extra, when=when, fill_id=fill_id)
 
 
-def annotate(order: Order, *, kind: str, actor: str, tag: str | None = None, detail: str = "", **changes) -> bool:
+def annotate(order: Order, *, kind: str, actor: str, tag: str | None = None, detail: str = "", fill_id: str = "",
+             **changes) -> bool:
     """Change broker-facing fields of a live order without moving its status (broker id
     stored or adopted, in doubt, fill progress)."""
     if order.status != Status.SENT_TO_BROKER:
         raise IllegalTransition(f"order {order.command_id}: {kind} needs SENT_TO_BROKER, not {order.status}")
     if tag is not None:
         changes["tag"] = tag
-    return _apply(order, order.status, kind=kind, actor=actor, detail=detail, changes=changes, extra_filter={})
+    return _apply(order, order.status, kind=kind, actor=actor, detail=detail, changes=changes, extra_filter={},
+                  fill_id=fill_id)
 
 
 def record_created(orders: list[Order], actor: str) -> None:

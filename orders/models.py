@@ -399,6 +399,23 @@ class WatcherLease(models.Model):
         return f"{self.name} held by {self.owner or '-'} until {self.expires_at:%H:%M:%S}"
 
 
+class OrderFeedState(models.Model):
+    """The broker's push feed of order updates, as its listener last recorded it (one row)."""
+
+    name = models.CharField(max_length=32, primary_key=True)
+    broker = models.CharField(max_length=32, blank=True)
+    holder = models.CharField(max_length=64, blank=True, help_text="the process that listens")
+    connected_since = models.DateTimeField(null=True, blank=True, help_text="empty while disconnected")
+    last_message_at = models.DateTimeField(null=True, blank=True, help_text="the last order update")
+    last_seen_at = models.DateTimeField(null=True, blank=True, help_text="the last sign of life")
+    reconnects_today = models.PositiveIntegerField(default=0)
+    reconnects_day = models.DateField(null=True, blank=True)
+    last_error = models.CharField(max_length=255, blank=True, help_text="why it last disconnected")
+
+    def __str__(self):
+        return f"{self.broker or self.name} feed: {'connected' if self.connected_since else 'disconnected'}"
+
+
 class Position(models.Model):
     """Our net position per strategy and instrument, from our own orders' fills.
 

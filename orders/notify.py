@@ -17,7 +17,7 @@ from django.db.models import F, Q
 from django.dispatch import receiver
 from django.utils import timezone
 
-from . import events, telegram
+from . import events, leases, telegram
 from .models import EventKind, Notification, Order, Status
 from .queue import enqueue_delivery
 
@@ -127,9 +127,7 @@ def _on_desk_event(sender, kind, params, **kwargs):
 
 def kick() -> None:
     """Start a delivery task unless a sender is already at work."""
-    from .watcher import lease_held
-
-    if not lease_held(SENDER_LEASE):
+    if not leases.held(SENDER_LEASE):
         enqueue_delivery()
 
 
@@ -146,9 +144,7 @@ def resume_delivery() -> None:
 
 def deliver_due(owner: str) -> int:
     """Send due messages for up to BUDGET_S, one sender at a time; returns how many were sent."""
-    from .watcher import acquire_lease, release_lease
-
-    if not telegram.configured() or not acquire_lease(owner, SENDER_LEASE, BUDGET_S + settings.TELEGRAM_TIMEOUT_S * 2):
+    if not telegram.configured() or not leases.acquire(SENDER_LEASE, owner, BUDGET_S + settings.TELEGRAM_TIMEOUT_S * 2):
         return 0
     sent, deadline = 0, time.monotonic() + BUDGET_S
     try:
@@ -178,5 +174,5 @@ def deliver_due(owner: str) -> int:
                         ", given up" if gave_up else f", next in {wait:g}s")
             break  # an outage or a rate limit: the watcher's pass resumes when it is due
     finally:
-        release_lease(owner, name=SENDER_LEASE)
+        leases.release(SENDER_LEASE, owner)
     return sent

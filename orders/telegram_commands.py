@@ -18,7 +18,7 @@ from django.db import close_old_connections
 from django.db.models import Count, Sum
 from django.utils import timezone
 
-from . import health, telegram
+from . import health, leases, telegram
 from .blocker_registry import kill_switch_control
 from .models import Fill, Order, Status
 from .selectors import positions_with_prices
@@ -126,9 +126,7 @@ def get_updates(offset: int | None) -> list[dict]:
 
 def read_once(owner: str, offset: int | None) -> int | None:
     """One long poll under the lease; answers each update; returns the next offset."""
-    from .watcher import acquire_lease
-
-    if not acquire_lease(owner, UPDATES_LEASE, LONG_POLL_S * 3):
+    if not leases.acquire(UPDATES_LEASE, owner, LONG_POLL_S * 3):
         return offset
     for update in get_updates(offset):
         offset = update["update_id"] + 1

@@ -6,9 +6,7 @@ processes can try to run it and exactly one does.
 """
 
 import logging
-import os
-import secrets
-import socket
+import math
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -20,8 +18,9 @@ from django.utils import timezone
 from brokers.base import BookEntry, BookStatus
 from brokers.registry import get_broker
 
-from . import lifecycle, notify
-from .models import BrokerPosition, EventKind, Order, OrderEvent, Status, WatcherLease
+from . import feedstate, leases, lifecycle, notify
+from .leases import new_owner  # noqa: F401 - the owner names of watcher runs are made here too
+from .models import TERMINAL_STATUSES, BrokerPosition, EventKind, Order, OrderEvent, Status
 from .queue import enqueue_submissions, tasks_waiting
 from .services import prune_rejected_alerts
 from .tradingday import trading_day_start
@@ -33,71 +32,26 @@ LEASE_NAME = "orderwatcher"
 # Orders with a broker id that the book does not list are asked about one by one (Noren's
 # SingleOrdHist); at most this many per pass, so a broken book cannot multiply the calls.
 MAX_HISTORY_LOOKUPS_PER_PASS = 5
+HEALTH_CHECK_S = 1.0  # between passes, the feed's health is looked at (and the lease renewed) this often
+LOAD_BATCH = 500  # orders loaded per query in a pass (bound on the statement's parameters)
 
 
-# --- the lease --------------------------------------------------------------------------
+# --- the watcher's lease ------------------------------------------------------------------
 
-_HOST = socket.gethostname()[:24]
-
-
-def new_owner(kind: str) -> str:
-    return f"{kind}:{_HOST}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-def holder_is_gone(owner: str) -> bool:
-    """A holder on this machine whose process no longer exists (killed mid-slice, say): its
-    lease need not run out before another watcher takes over."""
-    parts = owner.split(":")
-    if len(parts) != 4 or parts[1] != _HOST or not parts[2].isdigit():
-        return False
-    try:
-        os.kill(int(parts[2]), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # exists, owned by someone else
-        return False
-    return False
-
-
-def _live_holder(lease: WatcherLease, now) -> bool:
-    return lease.expires_at > now and not holder_is_gone(lease.owner)
-
-
-def acquire_lease(owner: str, name: str = LEASE_NAME, ttl_s: float | None = None) -> bool:
-    now = timezone.now()
-    expires = now + timedelta(seconds=settings.WATCHER_LEASE_TTL_S if ttl_s is None else ttl_s)
-    lease, _ = WatcherLease.objects.get_or_create(name=name, defaults={"expires_at": now})
-    if lease.owner != owner and _live_holder(lease, now):
-        return False
-    # Compare-and-set on what we just read: of two would-be successors, one wins.
-    return bool(WatcherLease.objects.filter(name=name, owner=lease.owner, expires_at=lease.expires_at)
-                .update(owner=owner, expires_at=expires))
-
-
-def _pass_recorded(last_pass_at) -> dict:
-    # The time of the holder's last pass rides along in the lease's own UPDATE (no query of
-    # its own); the WHERE clause, and so the compare-and-set, stays as it is.
-    return {} if last_pass_at is None else {"last_pass_at": last_pass_at}
+def acquire_lease(owner: str) -> bool:
+    return leases.acquire(LEASE_NAME, owner) is not None
 
 
 def renew_lease(owner: str, last_pass_at=None) -> bool:
-    expires = timezone.now() + timedelta(seconds=settings.WATCHER_LEASE_TTL_S)
-    return bool(WatcherLease.objects.filter(name=LEASE_NAME, owner=owner)
-                .update(expires_at=expires, **_pass_recorded(last_pass_at)))
+    return leases.renew(LEASE_NAME, owner, last_pass_at)
 
 
-def release_lease(owner: str, last_pass_at=None, name: str = LEASE_NAME) -> None:
-    WatcherLease.objects.filter(name=name, owner=owner).update(
-        expires_at=timezone.now(), **_pass_recorded(last_pass_at))
-
-
-def lease_held(name: str) -> bool:
-    lease = WatcherLease.objects.filter(name=name).first()
-    return lease is not None and _live_holder(lease, timezone.now())
+def release_lease(owner: str, last_pass_at=None) -> None:
+    leases.release(LEASE_NAME, owner, last_pass_at)
 
 
 def watcher_running() -> bool:
-    return lease_held(LEASE_NAME)
+    return leases.held(LEASE_NAME)
 
 
 def checkpoint_sqlite_wal() -> None:
@@ -117,15 +71,39 @@ def _fill_suffix(entry: BookEntry, order: Order) -> str:
 _AVG_QUANTUM = Decimal(1).scaleb(-Order._meta.get_field("avg_price").decimal_places)
 
 
-def _fill_progress(entry: BookEntry, order: Order) -> bool:
+def _fill_progress(entry: BookEntry, filled_qty: int, avg_price: Decimal | None) -> bool:
     """More fills than we have, or another average for the same fills. A lower figure is a
     lagging report (lifecycle ignores it), and the average is compared at the precision we
     store: a broker's longer average must not look like progress on every pass."""
-    if entry.filled_qty != order.filled_qty:
-        return entry.filled_qty > order.filled_qty
+    if entry.filled_qty != filled_qty:
+        return entry.filled_qty > filled_qty
     if entry.avg_price is None:  # no average reported: nothing to learn (and none to erase)
         return False
-    return entry.avg_price.quantize(_AVG_QUANTUM) != order.avg_price
+    return entry.avg_price.quantize(_AVG_QUANTUM) != avg_price
+
+
+def _news(entry: BookEntry | None, filled_qty: int, avg_price: Decimal | None) -> bool:
+    """Whether a live order's book entry asks for anything: most of a busy day's live orders
+    are still working, unchanged, and are passed over without loading them."""
+    return entry is None or entry.status != BookStatus.OPEN or _fill_progress(entry, filled_qty, avg_price)
+
+
+def _ended_at_broker(entry: BookEntry | None) -> bool:
+    return entry is not None and entry.status not in (BookStatus.OPEN, BookStatus.UNKNOWN)
+
+
+def _superseded(order: Order, to: str, changes: dict) -> bool:
+    """A lost compare-and-set against a writer that already made this change, or went past it
+    (the push feed and a pass reporting the same fill): nothing to record. Anything else is a
+    real disagreement, a CONFLICT."""
+    fresh = Order.objects.filter(pk=order.pk).values("status", "broker_order_id", "filled_qty").first()
+    if fresh is None:
+        return False
+    if changes.get("broker_order_id") and fresh["broker_order_id"] != changes["broker_order_id"]:
+        return False
+    if changes.get("filled_qty") is not None and fresh["filled_qty"] < changes["filled_qty"]:
+        return False
+    return fresh["status"] == to or (to == Status.SENT_TO_BROKER and fresh["status"] in TERMINAL_STATUSES)
 
 
 class OrderWatcher:
@@ -140,7 +118,6 @@ class OrderWatcher:
         """One pass. Returns whether the order book was read. Never raises for one order's
         sake: a failure or a lost race on an order is recorded as its CONFLICT event."""
         now = timezone.now()
-        self.history_lookups = 0
         try:
             self._requeue_lost_creations(now)
         except Exception:  # noqa: BLE001 - a queue hiccup must not cost the reconciliation
@@ -150,8 +127,21 @@ class OrderWatcher:
             notify.resume_delivery()
         except Exception:  # noqa: BLE001 - housekeeping must not cost the reconciliation
             log.exception("housekeeping (pruning rejected alerts, resuming notifications) failed")
+        if not self.reconcile_book(now):
+            return False
+        self._snapshot_positions()
+        checkpoint_sqlite_wal()
+        return True
+
+    def reconcile_book(self, now=None) -> bool:
+        """Read the order book and reconcile every live order with it (also the push feed's
+        catch-up after each (re)connect). Returns whether the book was read."""
+        now = now or timezone.now()
+        self.history_lookups = 0
         # Listed before the book is read, so every listed order placed earlier is in the book.
-        live = list(Order.objects.filter(status=Status.SENT_TO_BROKER))
+        # As tuples: a day's thousands of working orders cost no model instances.
+        live = list(Order.objects.filter(status=Status.SENT_TO_BROKER)
+                    .values_list("pk", "broker_order_id", "filled_qty", "avg_price"))
         try:
             book = self.broker.order_book()
         except Exception as exc:  # noqa: BLE001 - an unusable read; it does not count as a read
@@ -163,14 +153,32 @@ class OrderWatcher:
         for e in book:
             if e.client_order_id:
                 by_client.setdefault(e.client_order_id, e)
-        for order in live:
-            self._guarded(order, self._reconcile, order, by_id, by_client, now)
+        todo = [pk for pk, broker_id, filled, avg in live if not broker_id or _news(by_id.get(broker_id), filled, avg)]
+        for start in range(0, len(todo), LOAD_BATCH):
+            batch = todo[start:start + LOAD_BATCH]
+            for order in Order.objects.filter(pk__in=batch).order_by("pk"):
+                if order.status != Status.SENT_TO_BROKER and not _ended_at_broker(by_id.get(order.broker_order_id)):
+                    continue  # moved on since it was listed (the feed got there first) past this read
+                self._guarded(order, self._reconcile, order, by_id, by_client, now)
         self._recover_unknown(by_client)
-        self._snapshot_positions()
-        checkpoint_sqlite_wal()
-        live_ids = {o.pk for o in live}
+        live_ids = {row[0] for row in live}
         self.misses = {pk: n for pk, n in self.misses.items() if pk in live_ids}
         return True
+
+    def apply_update(self, entry: BookEntry) -> None:
+        """One order's state as the broker's push feed announced it, through the same code as
+        a book entry. An acknowledgement carrying our command id adopts an order that waits
+        for (or lost) the broker's reply at once."""
+        order = Order.objects.filter(broker_order_id=entry.broker_order_id).first()
+        if order is None and entry.client_order_id:
+            order = Order.objects.filter(command_id=entry.client_order_id).first()
+            if order is None or order.broker_order_id is not None or order.status != Status.SENT_TO_BROKER:
+                return  # not ours, or not waiting for its broker id (a pass looks into the rest)
+            self._guarded(order, self._adopt, order, entry, "announced on the broker's order feed")
+            return
+        if order is None or order.status != Status.SENT_TO_BROKER:
+            return  # not ours, or already at its end
+        self._guarded(order, self._apply, order, entry)
 
     # Every state change goes through these: an exception or a lost compare-and-set is a
     # CONFLICT event on the order, never an exception out of the pass.
@@ -196,14 +204,25 @@ class OrderWatcher:
         before = order.status
         if lifecycle.move(order, to, actor=ACTOR, **kwargs):
             return True
-        self._conflict(order, f"lost {before}->{to} to a concurrent writer")
+        if not _superseded(order, to, kwargs):
+            self._conflict(order, f"lost {before}->{to} to a concurrent writer")
         return False
 
     def _annotate(self, order: Order, kind: str, **kwargs) -> bool:
         if lifecycle.annotate(order, kind=kind, actor=ACTOR, **kwargs):
             return True
-        self._conflict(order, f"lost {kind} to a concurrent writer")
+        if not _superseded(order, order.status, kwargs):
+            self._conflict(order, f"lost {kind} to a concurrent writer")
         return False
+
+    def _adopt(self, order: Order, entry: BookEntry, how: str) -> bool:
+        """Take the broker's id of an order we sent without learning it, then its state."""
+        self.misses.pop(order.pk, None)
+        if not self._annotate(order, EventKind.BROKER_ID_ADOPTED, tag="", broker_order_id=entry.broker_order_id,
+                              detail=how):
+            return False
+        self._apply(order, entry)
+        return True
 
     def _reconcile(self, order: Order, by_id: dict, by_client: dict, now) -> None:
         if order.broker_order_id:
@@ -225,10 +244,7 @@ class OrderWatcher:
             return
         entry = by_client.get(order.command_id)
         if entry is not None:
-            self.misses.pop(order.pk, None)
-            if self._annotate(order, EventKind.BROKER_ID_ADOPTED, tag="", broker_order_id=entry.broker_order_id,
-                              detail="found in the order book by client order id"):
-                self._apply(order, entry)
+            self._adopt(order, entry, "found in the order book by client order id")
             return
         misses = self.misses[order.pk] = self.misses.get(order.pk, 0) + 1
         waited = (now - (order.sent_at or order.created_at)).total_seconds()
@@ -256,17 +272,18 @@ class OrderWatcher:
         return entry, True
 
     def _apply(self, order: Order, entry: BookEntry) -> None:
-        fills = {"filled_qty": entry.filled_qty, "avg_price": entry.avg_price}
+        fills = {"filled_qty": entry.filled_qty, "avg_price": entry.avg_price, "fill_id": entry.fill_id}
         reason = entry.reason or entry.raw_status
         if entry.status == BookStatus.COMPLETE:
-            self._move(order, Status.EXECUTED, filled_qty=entry.filled_qty or order.qty, avg_price=entry.avg_price)
+            self._move(order, Status.EXECUTED, filled_qty=entry.filled_qty or order.qty, avg_price=entry.avg_price,
+                       fill_id=entry.fill_id)
         elif entry.status == BookStatus.REJECTED:
             self._move(order, Status.FAILED, kind=EventKind.BROKER_REJECTED, tag=f"BROKER_REJECTED:{reason}", **fills)
         elif entry.status == BookStatus.CANCELLED:
             self._move(order, Status.FAILED, tag=f"BROKER_CANCELLED:{reason} {_fill_suffix(entry, order)}", **fills)
         elif entry.status == BookStatus.EXPIRED:
             self._move(order, Status.FAILED, tag=f"BROKER_EXPIRED:{reason} {_fill_suffix(entry, order)}", **fills)
-        elif entry.status == BookStatus.OPEN and _fill_progress(entry, order):
+        elif entry.status == BookStatus.OPEN and _fill_progress(entry, order.filled_qty, order.avg_price):
             self._annotate(order, EventKind.FILL, detail=_fill_suffix(entry, order), **fills)
         elif entry.status == BookStatus.UNKNOWN:
             log.warning("order %s: broker status %r not understood", order.command_id, entry.raw_status)
@@ -345,18 +362,31 @@ class OrderWatcher:
 
 # --- the loop -----------------------------------------------------------------------------
 
-def run_watcher(owner: str, seconds: float, interval: float | None = None, watcher: OrderWatcher | None = None) -> int:
-    """Poll under the lease for about `seconds`; returns the number of passes (0: lease held
-    elsewhere). The lease is renewed by compare-and-set before every pass after the first;
-    a renewal that fails (taken over, or the database unreachable) ends the run. The lease's
-    last_pass_at (for /api/health/) is the end of the last pass that did not raise, written by
-    the next renewal or the release."""
+def pass_period(interval: float | None = None) -> float:
+    """Seconds between order-book reads: polling while no push feed is healthy, a slower
+    reconciliation while one is (it brings the news; the read catches what it missed)."""
     interval = settings.WATCHER_INTERVAL_S if interval is None else interval
-    if not acquire_lease(owner):
-        return 0
+    return max(interval, settings.WATCHER_RECONCILE_S) if feedstate.healthy() else interval
+
+
+def run_watcher(owner: str, seconds: float, interval: float | None = None,
+                watcher: OrderWatcher | None = None) -> int | None:
+    """Read the book under the lease for about `seconds`; returns the number of passes, None
+    when the lease is held elsewhere. Passes keep the rhythm of the previous holder's (the
+    lease's last_pass_at), so a chain of short slices polls as often as one long run, not
+    once per slice. While waiting, the lease is renewed by compare-and-set and the feed's
+    health looked at about every second; a renewal that fails (taken over, or the database
+    unreachable) ends the run. last_pass_at (for /api/health/) is the end of the last pass
+    that did not raise, written by the next renewal or the release."""
+    lease = leases.acquire(LEASE_NAME, owner)
+    if lease is None:
+        return None
     deadline = time.monotonic() + seconds
     passes = 0
     last_pass_at = None  # end of the last pass that did not raise; stored with the next lease write
+    previous = lease.last_pass_at
+    since = (timezone.now() - previous).total_seconds() if previous else math.inf
+    last_started = time.monotonic() - since
     try:
         watcher = watcher or OrderWatcher()
         while True:
@@ -366,14 +396,22 @@ def run_watcher(owner: str, seconds: float, interval: float | None = None, watch
             if not connection.in_atomic_block:
                 close_old_connections()
             try:
-                watcher.poll_once()
-                last_pass_at = timezone.now()
-            except Exception:  # noqa: BLE001 - the loop outlives any single pass
-                log.exception("watcher pass failed")
-            passes += 1
-            if time.monotonic() + interval >= deadline:
+                period = pass_period(interval)
+            except Exception:  # noqa: BLE001 - the feed's state unreadable: poll as without one
+                log.exception("reading the push feed's state failed")
+                period = settings.WATCHER_INTERVAL_S if interval is None else interval
+            if time.monotonic() - last_started >= period:
+                last_started = time.monotonic()
+                try:
+                    watcher.poll_once()
+                    last_pass_at = timezone.now()
+                except Exception:  # noqa: BLE001 - the loop outlives any single pass
+                    log.exception("watcher pass failed")
+                passes += 1
+            wake = min(last_started + period, time.monotonic() + HEALTH_CHECK_S)
+            if wake >= deadline:
                 break
-            time.sleep(interval)
+            time.sleep(max(0.0, wake - time.monotonic()))
             try:
                 renewed = renew_lease(owner, last_pass_at)
             except Exception:  # noqa: BLE001

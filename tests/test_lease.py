@@ -76,7 +76,7 @@ def test_an_expired_lease_is_free_and_its_old_owner_cannot_renew_it():
 def test_run_watcher_does_nothing_when_the_lease_is_held_elsewhere():
     acquire_lease("other")
     watcher = Watcher()
-    assert run_watcher("me", seconds=1, watcher=watcher) == 0
+    assert run_watcher("me", seconds=1, watcher=watcher) is None
     assert watcher.passes == 0 and lease().owner == "other"
 
 
@@ -160,3 +160,31 @@ def test_a_lease_whose_holder_died_on_this_machine_is_free(owner, free):
     assert acquire_lease(owner)
     assert watcher_running() is not free
     assert acquire_lease("task:other:1:abcdef") is free
+
+
+def test_a_new_run_keeps_the_rhythm_of_the_previous_ones(settings):
+    settings.WATCHER_INTERVAL_S = 60
+    assert run_watcher("a", seconds=0.05, watcher=Watcher()) == 1
+    later = Watcher()
+    assert run_watcher("b", seconds=0.2, watcher=later) == 0  # the last pass was just now: none due
+    assert later.passes == 0 and not watcher_running()
+
+
+def test_watch_task_hands_over_even_between_two_passes(settings):
+    settings.WATCHER_INTERVAL_S = 60
+    assert tasks.watch_orders() == 1
+    OrmQ.objects.all().delete()
+    assert tasks.watch_orders() == 0  # no pass due in this slice, but the chain goes on
+    assert queued_funcs() == [WATCH_TASK]
+
+
+def test_a_long_interval_does_not_shorten_the_slice(settings, monkeypatch):
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "TIMEOUT", 60)
+    settings.WATCHER_SLICE_S, settings.BROKER_CONNECT_TIMEOUT_S, settings.BROKER_READ_TIMEOUT_S = 20, 3, 10
+    for interval in (1, 60):
+        settings.WATCHER_INTERVAL_S = interval
+        assert tasks.watcher_slice_seconds() == 20
+    settings.BROKER_READ_TIMEOUT_S = 50  # a pass that may take 53 s: the slice ends in time for it
+    assert tasks.watcher_slice_seconds() == 6

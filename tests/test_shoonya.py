@@ -456,3 +456,18 @@ def test_book_and_position_rows_with_strings_and_missing_fields():
                                                                       Decimal("2889.30"))
     empty = position({"tsym": "SBIN-EQ"})
     assert (empty.net_qty, empty.net_avg_price, empty.realized_pnl, empty.last_price) == (0, 0, 0, None)
+
+
+def test_order_feed_messages_are_read_as_book_rows():
+    from brokers.shoonya import order_update_entry
+
+    fill = order_update_entry({"t": "om", "norenordno": "25010100000007", "status": "OPEN", "reporttype": "Fill",
+                               "fillshares": "4", "avgprc": "815.50", "flqty": "4", "flprc": "815.50",
+                               "flid": "1002", "remarks": "cmd-1", "exch_tm": "01-12-2026 10:15:01"})
+    assert (fill.broker_order_id, fill.client_order_id, fill.status, fill.filled_qty, fill.avg_price,
+            fill.fill_id) == ("25010100000007", "cmd-1", BookStatus.OPEN, 4, Decimal("815.50"), "25010100000007:1002")
+    other_spelling = order_update_entry({"t": "om", "norenoordno": "8", "status": "REJECTED",
+                                         "reporttype": "Rejected", "rejreason": "RED:Margin Shortfall"})
+    assert (other_spelling.broker_order_id, other_spelling.status, other_spelling.reason, other_spelling.fill_id) == (
+        "8", BookStatus.REJECTED, "RED:Margin Shortfall", "")
+    assert order_update_entry({"t": "om", "status": "OPEN"}) is None

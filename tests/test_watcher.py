@@ -198,8 +198,9 @@ def test_broker_id_stored_while_the_pass_runs_is_not_failed_as_unknown(settings)
                            broker_order_id="LATE")
 
     poll(order, OrderWatcher(FakeBroker(on_read=late_reply)))
+    # The pass loads the orders it acts on after the read: it sees the id, and asks no more.
     assert (order.status, order.broker_order_id, order.events.last().kind) == (
-        Status.SENT_TO_BROKER, "LATE", EventKind.CONFLICT)
+        Status.SENT_TO_BROKER, "LATE", EventKind.BROKER_ACCEPTED)
 
 
 @pytest.mark.parametrize("error", [BrokerUnavailable("down"), ValueError("garbage reply"), ConnectionError()])
@@ -409,3 +410,83 @@ def test_a_paper_order_that_left_the_days_book_is_read_from_its_history(settings
         placed_at=timezone.now() - timedelta(days=2), due_at=timezone.now())
     poll(order)
     assert (order.status, order.filled_qty) == (Status.EXECUTED, order.qty)
+
+
+# --- pushed updates (the feed's path through the same code) ---------------------------------
+
+def test_a_pushed_update_goes_through_the_passes_code():
+    order = sent()
+    watcher = OrderWatcher(FakeBroker())
+    watcher.apply_update(entry(order, "OPEN", 4, Decimal("10")))
+    order.refresh_from_db()
+    assert (order.status, order.filled_qty, kinds(order)[-1]) == (Status.SENT_TO_BROKER, 4, EventKind.FILL)
+    watcher.apply_update(BookEntry(order.broker_order_id, "", normalize_status("COMPLETE"), "COMPLETE", 10,
+                                   Decimal("10"), fill_id="B:7"))
+    order.refresh_from_db()
+    assert order.status == Status.EXECUTED
+    assert list(order.fills.values_list("qty", "cum_qty", "broker_fill_id")) == [(4, 4, None), (6, 10, "B:7")]
+
+
+def test_a_pushed_acknowledgement_adopts_an_order_without_a_broker_id_at_once():
+    order = sent(broker_id=False)  # the worker still waits for the broker's reply
+    workers_copy = order_copy(order)
+    OrderWatcher(FakeBroker()).apply_update(entry(order, "PENDING"))
+    order.refresh_from_db()
+    assert (order.status, order.broker_order_id) == (Status.SENT_TO_BROKER, f"B-{order.command_id}")
+    assert kinds(order)[-1] == EventKind.BROKER_ID_ADOPTED
+    # The worker's reply arrives afterwards: it loses the compare-and-set and records nothing.
+    assert not lifecycle.annotate(workers_copy, kind=EventKind.BROKER_ACCEPTED, actor="worker",
+                                  broker_order_id=order.broker_order_id)
+    assert kinds(order)[-1] == EventKind.BROKER_ID_ADOPTED
+
+
+def order_copy(order, **fields):
+    copy = Order.objects.get(pk=order.pk)
+    for name, value in fields.items():
+        setattr(copy, name, value)
+    return copy
+
+
+def test_updates_for_orders_not_ours_or_already_ended_change_nothing():
+    ended = sent()
+    lifecycle.move(ended, Status.EXECUTED, actor="watcher", filled_qty=10, avg_price=Decimal("10"))
+    watcher = OrderWatcher(FakeBroker())
+    watcher.apply_update(entry(ended, "CANCELED"))
+    watcher.apply_update(BookEntry("NOT-OURS", "someone-else", normalize_status("COMPLETE"), "COMPLETE", 1))
+    ended.refresh_from_db()
+    assert ended.status == Status.EXECUTED and kinds(ended)[-1] == EventKind.EXECUTED
+
+
+@pytest.mark.parametrize("report", [("OPEN", 4), ("COMPLETE", 10)], ids=["fill", "complete"])
+def test_the_feed_and_a_pass_reporting_the_same_fill_count_it_once_without_a_conflict(report):
+    raw, filled = report
+    order = sent()
+    stale = order_copy(order)  # the pass listed the order before the feed's update landed
+    OrderWatcher(FakeBroker()).apply_update(entry(order, raw, filled, Decimal("10")))
+    OrderWatcher(FakeBroker())._apply(stale, entry(order, raw, filled, Decimal("10")))
+    order.refresh_from_db()
+    assert order.filled_qty == filled and order.fills.count() == 1
+    assert EventKind.CONFLICT not in kinds(order)
+    assert Position.objects.get(symbol=order.symbol).net_qty == filled
+
+
+def test_a_real_disagreement_after_a_lost_race_is_still_a_conflict():
+    order = sent()
+    stale = order_copy(order)
+    lifecycle.move(order_copy(order), Status.FAILED, actor="worker", tag="BROKER_CANCELLED:by test filled 0/10")
+    OrderWatcher(FakeBroker())._apply(stale, entry(order, "COMPLETE", 10, Decimal("10")))
+    assert kinds(order)[-1] == EventKind.CONFLICT
+
+
+def test_a_pass_loads_only_the_orders_whose_entries_changed(settings):
+    settings.PAPER_FILL_DELAY_S = 3600
+    orders = [placed() for _ in range(6)]
+    watcher = OrderWatcher()
+    watcher.poll_once()
+    make_due(orders[0])
+    with CaptureQueriesContext(connection) as ctx:
+        watcher.poll_once()
+    # The five unchanged working orders are passed over as tuples; only the changed one is loaded.
+    loads = [q["sql"] for q in ctx.captured_queries if '"orders_order"."id" IN (' in q["sql"]]
+    assert len(loads) == 1 and f'"orders_order"."id" IN ({orders[0].pk})' in loads[0]
+    assert Order.objects.get(pk=orders[0].pk).status == Status.EXECUTED

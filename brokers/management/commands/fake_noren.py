@@ -15,12 +15,14 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=9800)
+        parser.add_argument("--feed-port", type=int, default=9801, help="the order feed's websocket port")
         parser.add_argument("--fill-delay", type=float, default=1.0, help="seconds an order stays OPEN")
         parser.add_argument("--oauth", action="store_true", help="print OAuth settings instead of QuickAuth ones")
 
-    def handle(self, *args, host, port, fill_delay, oauth, **options):
-        fake = FakeNoren(host=host, port=port, fill_delay_s=fill_delay).start()
-        self.stdout.write(f"fake Noren OMS at {fake.base_url} (demo credentials; Ctrl-C stops it)\n")
+    def handle(self, *args, host, port, feed_port, fill_delay, oauth, **options):
+        fake = FakeNoren(host=host, port=port, fill_delay_s=fill_delay, feed_port=feed_port).start()
+        self.stdout.write(f"fake Noren OMS at {fake.base_url}, order feed at {fake.feed.url} "
+                          "(demo credentials; Ctrl-C stops it)\n")
         self.stdout.write("environment for orderdesk:\n  export ORDERDESK_BROKER=shoonya\n")
         for name, value in fake.settings(oauth=oauth).items():
             if value:
@@ -32,6 +34,8 @@ class Command(BaseCommand):
             f"  curl -s -X POST {fake.address}/_fake/price -d '{{\"symbol\": \"RELIANCE-EQ\", \"price\": \"2990\"}}'\n"
             f"  curl -s -X POST {fake.address}/_fake/expire\n"
             f"  curl -s {fake.address}/_fake/orders\n"
+            f"  curl -s -X POST {fake.address}/_fake/feed -d '{{\"action\": \"drop\"}}'"
+            "   (feed actions: normal stall refuse drop malformed)\n"
             f"  behaviours: ACCEPT REJECT REJECT_LATER CANCEL PARTIAL TIMEOUT HTTP_500 GARBAGE EXPIRE_SESSION\n")
 
         def stop(signum, frame):
