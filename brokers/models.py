@@ -50,6 +50,8 @@ class PaperOrder(models.Model):
     reason = models.CharField(max_length=255, blank=True)
     placed_at = models.DateTimeField(default=timezone.now, db_index=True)
     due_at = models.DateTimeField(help_text="when the order next moves")
+    changed_at = models.DateTimeField(auto_now=True, db_index=True,
+                                      help_text="its last change: the book is read from the last changes on")
 
     class Meta:
         # The paper feed's tick, many times a second: the due OPEN orders from the index alone.

@@ -4,9 +4,9 @@ whole pipeline with no account, and can be told per instrument to misbehave."""
 import logging
 import secrets
 import time
-from collections import defaultdict
 from dataclasses import asdict
-from datetime import timedelta
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from decimal import Decimal
 
 from django.conf import settings
@@ -14,8 +14,19 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from .base import (BookEntry, Broker, BrokerInDoubt, FeedListener, OrderFeed, PlaceOutcome, PlaceRequest,
-                   PlaceResult, Position, add_fill, normalize_status)
+from .base import (
+    BookEntry,
+    Broker,
+    BrokerInDoubt,
+    FeedListener,
+    OrderFeed,
+    PlaceOutcome,
+    PlaceRequest,
+    PlaceResult,
+    Position,
+    add_fill,
+    normalize_status,
+)
 from .models import Behaviour, PaperInstrument, PaperOrder
 
 log = logging.getLogger("orderdesk.brokers.paper")
@@ -42,7 +53,40 @@ def _fill_price(instrument: PaperInstrument, request: PlaceRequest) -> Decimal:
 INSTRUMENTS = connection.ops.quote_name(PaperInstrument._meta.db_table)
 
 
+ORDERS = connection.ops.quote_name(PaperOrder._meta.db_table)
+BOOK_COLUMNS = "broker_order_id, client_order_id, status, filled_qty, avg_price, reason, placed_at"
+FILL_COLUMNS = "id, exchange, symbol, product, side, filled_qty, avg_price"
+PRICE_QUANTUM = Decimal("0.0001")  # PaperOrder's prices have 4 decimal places
+REREAD = timedelta(seconds=5)
+PURGE_EVERY = timedelta(minutes=1)
+
+
+def _decimal(value) -> Decimal | None:
+    """A raw price column: a Decimal on PostgreSQL, a float or an int on SQLite."""
+    return None if value is None else Decimal(str(value)).quantize(PRICE_QUANTUM)
+
+
+def _utc(moment: datetime) -> datetime:
+    """A raw datetime column: aware on PostgreSQL, naive UTC on SQLite."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt_timezone.utc)
+
+
+def _book_entry(row: tuple) -> BookEntry:
+    broker_order_id, client_order_id, status, filled_qty, avg_price, reason = row
+    return BookEntry(broker_order_id=broker_order_id, client_order_id=client_order_id,
+                     status=normalize_status(status), raw_status=status, filled_qty=filled_qty,
+                     avg_price=_decimal(avg_price), reason=reason)
+
+
 class PaperBroker(Broker):
+    def __init__(self):
+        self._book: dict[str, BookEntry] = {}  # broker order id -> its entry as last read
+        self._placed: dict[str, datetime] = {}  # broker order id -> placed at (orders leave the book after a day)
+        self._book_read_at = self._purged_at = None
+        self._books: dict[tuple, tuple] = {}  # (exchange, symbol, product) -> net qty, average, realized
+        self._filled: dict[int, tuple] = {}  # paper order id -> (filled qty, average) counted in _books
+        self._books_day = self._fills_read_at = None
+
     def _delay(self) -> timedelta:
         return timedelta(seconds=settings.PAPER_FILL_DELAY_S)
 
@@ -88,7 +132,7 @@ class PaperBroker(Broker):
         for start in range(0, len(plain), FILL_BATCH):
             batch = plain[start:start + FILL_BATCH]
             PaperOrder.objects.filter(pk__in=[o.pk for o in batch], status="OPEN").update(
-                status="COMPLETE", filled_qty=F("qty"), avg_price=F("fill_price"))
+                status="COMPLETE", filled_qty=F("qty"), avg_price=F("fill_price"), changed_at=now)
             # Announced even if a concurrent reader moved some first: it made the same move.
             for order in batch:
                 order.status, order.filled_qty, order.avg_price = "COMPLETE", order.qty, order.fill_price
@@ -100,7 +144,8 @@ class PaperBroker(Broker):
                 changes = {"filled_qty": order.qty // 2, "avg_price": order.fill_price, "due_at": now + self._delay()}
             else:
                 changes = {"status": "CANCELED", "reason": CANCEL_REASON}
-            if PaperOrder.objects.filter(pk=order.pk, status="OPEN", filled_qty=order.filled_qty).update(**changes):
+            if PaperOrder.objects.filter(pk=order.pk, status="OPEN", filled_qty=order.filled_qty).update(
+                    changed_at=now, **changes):
                 for field, value in changes.items():
                     setattr(order, field, value)
                 moved.append(order)
@@ -109,20 +154,42 @@ class PaperBroker(Broker):
     def order_feed(self) -> OrderFeed:
         return PaperFeed(self)
 
-    def _todays_orders(self):
-        return PaperOrder.objects.filter(placed_at__gte=timezone.now() - timedelta(days=1)).order_by("id")
+    def _changed_rows(self, columns: str, since, where: str = "") -> list[tuple]:
+        """Rows changed since `since` (placed or moved: every write sets changed_at).
+        Hand-written: the first read of a busy day is thousands of rows; through the ORM
+        (values_list and its converters) 17,000 took 55 ms, raw 25 ms."""
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {columns} FROM {ORDERS} WHERE changed_at >= %s {where}",
+                           [connection.ops.adapt_datetimefield_value(since)])
+            return cursor.fetchall()
+
+    def _since(self, last_read, now):
+        """From a little before the last read on (a write stamped just before it may have
+        committed just after it), or the whole day's rows at first."""
+        start_of_book = now - timedelta(days=1)
+        return start_of_book if last_read is None else max(start_of_book, last_read - REREAD)
 
     @staticmethod
     def _entry(order: PaperOrder) -> BookEntry:
-        return BookEntry(broker_order_id=order.broker_order_id, client_order_id=order.client_order_id,
-                         status=normalize_status(order.status), raw_status=order.status,
-                         filled_qty=order.filled_qty, avg_price=order.avg_price, reason=order.reason)
+        return _book_entry((order.broker_order_id, order.client_order_id, order.status, order.filled_qty,
+                            order.avg_price, order.reason))
 
     def order_book(self) -> list[BookEntry]:
         # Each step is its own compare-and-set: no transaction (which on SQLite would take the
         # write lock on every read of the book, even when nothing is due).
         self.advance()
-        return [self._entry(o) for o in self._todays_orders()]
+        # A busy day's book is thousands of orders, nearly all as they were at the last read:
+        # only the rows changed since are read; the rest are the entries made for them then.
+        now = timezone.now()
+        for *row, placed_at in self._changed_rows(BOOK_COLUMNS, self._since(self._book_read_at, now)):
+            self._book[row[0]] = _book_entry(row)
+            self._placed[row[0]] = _utc(placed_at)
+        self._book_read_at = now
+        if self._purged_at is None or now - self._purged_at >= PURGE_EVERY:
+            start_of_book, self._purged_at = now - timedelta(days=1), now
+            for broker_order_id in [k for k, placed in self._placed.items() if placed < start_of_book]:
+                del self._book[broker_order_id], self._placed[broker_order_id]
+        return list(self._book.values())
 
     def order_status(self, broker_order_id: str) -> BookEntry | None:
         """Any day's order, like Noren's SingleOrdHist: the book only lists today's."""
@@ -143,14 +210,29 @@ class PaperBroker(Broker):
         return {(e, s): Decimal(str(price)) for e, s, price in rows if (e, s) in instruments}
 
     def positions(self) -> list[Position]:
-        """Net quantity, average price and P&L per instrument from the fills (average cost)."""
-        books = defaultdict(lambda: (0, Decimal(0), Decimal(0)))  # net qty, average, realized P&L
-        for o in self._todays_orders().filter(filled_qty__gt=0):
-            key = (o.exchange, o.symbol, o.product)
-            books[key] = add_fill(*books[key], o.filled_qty if o.side == "BUY" else -o.filled_qty, o.avg_price)
-        prices = {(i.exchange, i.symbol): i.ref_price for i in PaperInstrument.objects.all()}
+        """Net quantity, average price and P&L per instrument from the fills (average cost),
+        in the order this broker object saw them. Only fills new since its last look are
+        added: a busy day's thousands of fills are not replayed on every watcher pass."""
+        now = timezone.now()
+        if self._books_day != timezone.localdate(now):
+            self._books, self._filled, self._books_day, self._fills_read_at = {}, {}, timezone.localdate(now), None
+        since = self._since(self._fills_read_at, now)
+        self._fills_read_at = now
+        for pk, exchange, symbol, product, side, filled, avg in self._changed_rows(FILL_COLUMNS, since,
+                                                                                   "AND filled_qty > 0"):
+            seen_qty, seen_avg = self._filled.get(pk, (0, Decimal(0)))
+            if filled <= seen_qty:
+                continue
+            avg = _decimal(avg)
+            qty = filled - seen_qty
+            price = (avg * filled - seen_avg * seen_qty) / qty  # the new fills' own average
+            key = (exchange, symbol, product)
+            self._books[key] = add_fill(*self._books.get(key, (0, Decimal(0), Decimal(0))),
+                                        qty if side == "BUY" else -qty, price)
+            self._filled[pk] = (filled, avg)
+        prices = {(e, s): price for e, s, price in PaperInstrument.objects.values_list("exchange", "symbol", "ref_price")}
         result = []
-        for (exchange, symbol, product), (qty, avg, realized) in books.items():
+        for (exchange, symbol, product), (qty, avg, realized) in self._books.items():
             last = prices.get((exchange, symbol))
             unrealized = (last - avg) * qty if last is not None and qty else Decimal(0)
             result.append(Position(exchange, symbol, product, qty, avg.quantize(Decimal("0.0001")), realized,

@@ -69,9 +69,13 @@ def redis_url():
 
 @pytest.fixture(autouse=True)
 def _fast_pipeline(settings):
-    """Paper fills at once unless a test says otherwise."""
+    """Paper fills at once unless a test says otherwise, and a broker object of the test's own
+    (the paper broker remembers the book it read, as a process does over a day)."""
+    from brokers import registry
+
     settings.PAPER_FILL_DELAY_S = 0
     settings.ORDERDESK_BROKER = "paper"
+    registry._broker.cache_clear()
 
 
 @pytest.fixture(autouse=True)
@@ -142,9 +146,12 @@ def run_queue(db):
 
 @pytest.fixture
 def fake_noren():
+    from dataclasses import replace
+
     from brokers.fake_noren import TEST_ACCOUNT, FakeNoren
 
-    with FakeNoren(account=TEST_ACCOUNT) as fake:
+    # A copy: a test that changes the fake's account must not change the next test's.
+    with FakeNoren(account=replace(TEST_ACCOUNT)) as fake:
         yield fake
 
 

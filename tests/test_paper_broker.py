@@ -89,3 +89,53 @@ def test_positions_net_qty_average_and_pnl():
         "RELIANCE-EQ", 16, Decimal("2900"), Decimal("3000"))
     assert position.realized_pnl == Decimal("400")  # (3000 - 2900) * 4
     assert position.unrealized_pnl == Decimal("1600")  # (3000 - 2900) * 16
+
+
+# --- reading a busy day from its last changes on ------------------------------------------------
+
+def test_each_process_reads_the_book_from_its_last_changes_and_sees_the_others_moves(settings):
+    settings.PAPER_FILL_DELAY_S = 30
+    placing, watching = PaperBroker(), PaperBroker()  # a worker's broker object, the watcher's
+    ids = [placing.place(request(client_order_id=f"cid-{i}")).broker_order_id for i in range(3)]
+    assert {e.broker_order_id: e.status for e in watching.order_book()} == dict.fromkeys(ids, BookStatus.OPEN)
+    PaperOrder.objects.filter(broker_order_id=ids[0]).update(due_at=timezone.now())
+    assert [e.broker_order_id for e in placing.advance()] == [ids[0]]  # moved by the other process
+    later = placing.place(request(client_order_id="cid-late")).broker_order_id
+    book = {e.broker_order_id: e for e in watching.order_book()}
+    assert (book[ids[0]].status, book[ids[0]].filled_qty) == (BookStatus.COMPLETE, 10)
+    assert book[ids[1]].status == BookStatus.OPEN and later in book
+
+
+def test_an_admin_edit_of_a_paper_order_reaches_the_book():
+    broker = PaperBroker()
+    placed = broker.place(request()).broker_order_id
+    broker.order_book()
+    order = PaperOrder.objects.get(broker_order_id=placed)
+    order.status, order.reason = "REJECTED", "edited by hand"
+    order.save()  # auto_now: a changed row
+    assert book_entry(broker, placed).reason == "edited by hand"
+
+
+def test_orders_leave_the_book_a_day_after_they_were_placed(settings):
+    settings.PAPER_FILL_DELAY_S = 30
+    broker = PaperBroker()
+    old, new = (broker.place(request(client_order_id=c)).broker_order_id for c in ("a", "b"))
+    PaperOrder.objects.filter(broker_order_id=old).update(placed_at=timezone.now() - timedelta(days=2),
+                                                          changed_at=timezone.now())
+    broker._purged_at = None  # the once-a-minute purge is due
+    assert [e.broker_order_id for e in broker.order_book()] == [new]
+    assert broker.order_status(old).broker_order_id == old  # its history still knows it
+
+
+def test_positions_added_up_as_fills_come_equal_a_fresh_count(settings):
+    settings.PAPER_FILL_DELAY_S = 30
+    following = PaperBroker()
+    for i, (side, qty) in enumerate([("BUY", 10), ("BUY", 5), ("SELL", 12)]):
+        following.place(request(side=side, qty=qty, client_order_id=f"p{i}"))
+        PaperOrder.objects.update(due_at=timezone.now())
+        following.advance()
+        following.positions()
+    (position,) = following.positions()
+    (fresh,) = PaperBroker().positions()
+    assert position == fresh
+    assert (position.net_qty, position.net_avg_price) == (3, Decimal("2950.0000"))
