@@ -138,6 +138,7 @@ class FakeOrder:
     settled: bool = False  # no further automatic step
     hidden: bool = False  # left out of OrderBook (a lagging book); SingleOrdHist still knows it
     history: list = field(default_factory=list)  # rows, oldest first
+    stepped_at: float | None = None  # wall clock of its automatic step (the fill), for benchmarks
 
     @property
     def qty(self) -> int:
@@ -603,7 +604,7 @@ class FakeNoren:
             order.avgprc = order.fill_price
         else:
             order.status, order.fillshares, order.avgprc = "COMPLETE", order.qty, order.fill_price
-        order.settled = True
+        order.settled, order.stepped_at = True, time.time()
         rpt = {"COMPLETE": "Fill", "REJECTED": "Rejected", "CANCELED": "Canceled"}.get(order.status, "Fill")
         row = self._row(order, rpt=rpt)
         order.history.append(row)

@@ -131,6 +131,7 @@ HEALTH_DETAILS = inline_serializer("Health", {
     "queue": serializers.DictField(required=False),
     "watcher": serializers.DictField(required=False),
     "broker": serializers.DictField(required=False),
+    "feed": serializers.DictField(required=False, help_text="the broker's push feed of order updates"),
     "checked_at": serializers.DateTimeField(required=False),
 })
 

@@ -278,8 +278,8 @@ def stack(transactional_db, q_name):
     def build(redis_url: str | None = None, extra_clusters: int = 0, **env_overrides) -> Stack:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ORDERDESK_", "Q_CLUSTER"))}
         env.pop("REDIS_URL", None)
-        env.update(DATABASE_URL=database_url(), ORDERDESK_Q_NAME=q_name, PAPER_FILL_DELAY_S="0.2",
-                   WATCHER_INTERVAL_S="0.2", PYTHONUNBUFFERED="1", **env_overrides)
+        env.update({"DATABASE_URL": database_url(), "ORDERDESK_Q_NAME": q_name, "PAPER_FILL_DELAY_S": "0.2",
+                    "WATCHER_INTERVAL_S": "0.2", "PYTHONUNBUFFERED": "1", **env_overrides})
         if redis_url:
             env["REDIS_URL"] = redis_url
         stacks.append(Stack(env, extra_clusters))

@@ -272,3 +272,23 @@ def test_no_feed_when_turned_off(settings, shoonya_legacy):
     settings.ORDER_FEED = False
     assert feed.listen(leases.new_owner("test"), threading.Event()) is None
     assert feed.start_listener(leases.new_owner("test")) is None
+
+
+# --- as `up` runs it ------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_up_executes_on_the_paper_feed_long_before_the_next_poll(stack, strategy, alert_body, paper_instruments):
+    import urllib.request
+
+    desk = stack(WATCHER_INTERVAL_S="60", WATCHER_RECONCILE_S="60", PAPER_FILL_DELAY_S="0.3")
+    wait_for(lambda: feedstate.state()["connected"], timeout=30, what="the orderwatcher's feed")
+    request = urllib.request.Request(f"{desk.url}/api/webhook/", data=json.dumps(alert_body()).encode(),
+                                     headers={"Content-Type": "text/plain"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        command_id = json.loads(response.read())["orders"][0]["command_id"]
+    order = Order.objects.get(command_id=command_id)
+    executed = wait_for(status_of(order, "EXECUTED"), timeout=10, what="EXECUTED")
+    took = (executed.updated_at - executed.created_at).total_seconds()
+    assert took < 5, took  # the next poll is a minute away
+    assert trail(executed)[-1][-1] == "watcher"
+    assert "listening to the broker's order feed" in desk.output()
