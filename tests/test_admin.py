@@ -223,3 +223,18 @@ def test_positions_show_last_price_unrealised_pnl_totals_and_the_reconciliation(
     assert [(r.symbol, r.ours, r.broker, r.matches) for r in rows] == [
         ("INFY-EQ", -2, 0, False), ("TCS-EQ", 0, 3, False), ("SBIN-EQ", 15, 15, True)]
     assert "MISMATCH" in admin_client.get("/admin/reconciliation/").content.decode()
+
+
+def test_the_order_feed_state_is_shown_under_broker(admin_client):
+    from orders import feedstate, leases
+
+    assert leases.acquire(feedstate.FEED_NAME, "cli:host:1:abc")
+    feedstate.record_listening("shoonya", "cli:host:1:abc")
+    feedstate.record_connected("shoonya", "cli:host:1:abc")
+    apps = {a["name"]: [m["object_name"] for m in a["models"]] for a in admin_client.get("/admin/").context["app_list"]}
+    assert "OrderFeedState" in apps["Broker"]
+    page = admin_client.get("/admin/orders/orderfeedstate/").content.decode()
+    assert "healthy" in page and "shoonya" in page
+    feedstate.record_disconnected("no frame and no heartbeat reply for 11s")
+    page = admin_client.get("/admin/orders/orderfeedstate/").content.decode()
+    assert "down (polling)" in page and "no frame and no heartbeat reply for 11s" in page

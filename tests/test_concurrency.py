@@ -59,7 +59,8 @@ def test_claim_race_losers_touch_nothing_when_all_saw_created(paper_instruments,
 
 def test_two_watcher_processes_only_one_polls():
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERDESK_")}
-    env.update(DATABASE_URL=database_url(), WATCHER_INTERVAL_S="0.2", PYTHONUNBUFFERED="1")
+    env.update(DATABASE_URL=database_url(), WATCHER_INTERVAL_S="0.2", WATCHER_RECONCILE_S="0.2",
+               PYTHONUNBUFFERED="1")
     env.pop("REDIS_URL", None)
     command = [sys.executable, "manage.py", "orderwatcher", "--seconds", "4", "--no-wait"]
     procs = [subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
