@@ -120,11 +120,13 @@ def setup_django(tmpdir: str):
 def with_limits_and_history():
     """A strategy with every risk limit set (generous: its alerts pass) and a trading day behind
     it: 1,000 winning fills today and an open position valued at the paper broker's price."""
+    from datetime import timedelta
     from decimal import Decimal
 
     from django.utils import timezone
 
     from orders.models import Alert, Fill, Order, Position, Strategy
+    from risk.models import RiskLimits
     from risk.services import set_limits
 
     strategy = Strategy(name=LIMITS_STRATEGY)
@@ -134,6 +136,8 @@ def with_limits_and_history():
                cooldown_after_losses=2, max_qty=10**6, max_notional=Decimal(10**12), max_orders_per_min=10**9,
                max_positions=10**6, price_band_pct=Decimal(50))
     now = timezone.now()
+    # Set in the morning, as a trader does: the order rate's per-second buckets hold a whole window.
+    RiskLimits.objects.filter(strategy=strategy).update(updated_at=now - timedelta(hours=1))
     alert = Alert.objects.create(strategy=strategy, source="webhook", alert_id="history", actor="bench", payload={})
     order = Order.objects.create(alert=alert, leg=1, strategy=strategy, source="webhook", execution_type="EXIT",
                                  exchange="NSE", symbol="TCS-EQ", side="SELL", qty=HISTORY_FILLS,

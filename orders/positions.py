@@ -9,14 +9,16 @@ from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.db import connection
 from django.utils import timezone
 
 from brokers.base import add_fill
 
-from .models import Fill, Order, Position, Side
+from .models import Fill, Order, Position, Side, Strategy
 
 log = logging.getLogger("orderdesk.positions")
 
+STRATEGIES = connection.ops.quote_name(Strategy._meta.db_table)
 AVG_QUANTUM = Decimal("0.000001")
 PNL_QUANTUM = Decimal("0.0001")
 
@@ -50,6 +52,12 @@ def apply_fill(order: Order, filled_qty: int, avg_price: Decimal | None, broker_
     if increment is None:
         return
     qty, price = increment
+    if connection.vendor == "postgresql":
+        # One strategy's fills are written one at a time, so their ids commit in order: the
+        # risk limits keep a strategy's fill figures until its newest fill id changes
+        # (risk.limits.read_figures). SQLite's IMMEDIATE transactions already admit one writer.
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT id FROM {STRATEGIES} WHERE id = %s FOR UPDATE", [order.strategy_id])
     position, _ = Position.objects.select_for_update().get_or_create(
         strategy_id=order.strategy_id, exchange=order.exchange, symbol=order.symbol, product=order.product)
     # Decimal(): a row get_or_create just made still holds the int defaults.

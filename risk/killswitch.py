@@ -6,7 +6,7 @@ the claim's own UPDATE, so orders already queued never reach the broker.
 
 import logging
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, Q
 from django.utils import timezone
 
@@ -22,9 +22,16 @@ HALTED_TAG = "RISK_BLOCKED:KILL_SWITCH_HALTED"
 REDUCING_TAG = "RISK_BLOCKED:KILL_SWITCH_REDUCING"
 
 
+SWITCHES = connection.ops.quote_name(KillSwitch._meta.db_table)
+
+
 def effective_mode(strategy_id: int) -> str:
-    """One query: the stricter of the global switch and the strategy's own."""
-    modes = KillSwitch.objects.filter(Q(is_global=True) | Q(strategy_id=strategy_id)).values_list("mode", flat=True)
+    """One query: the stricter of the global switch and the strategy's own. Hand-written, as
+    the intake's other reads: the ORM's compile of this OR was 0.11 ms of every intake, the
+    query itself 0.01 ms (benchmarks/intake.py)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT mode FROM {SWITCHES} WHERE is_global = %s OR strategy_id = %s", [True, strategy_id])
+        modes = [mode for (mode,) in cursor.fetchall()]
     return max(modes, key=_STRICTNESS.__getitem__, default=Mode.ACTIVE)
 
 

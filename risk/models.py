@@ -146,3 +146,20 @@ class MarketHoliday(models.Model):
 
     def __str__(self):
         return f"{self.date} {self.exchange or 'all'} {self.description}"
+
+
+class OrderRateBucket(models.Model):
+    """Orders of a strategy not blocked at intake, per whole second, kept while an order rate
+    limit (the strategy's or the account's) is set: ORDER_RATE_LIMIT's count of the last 60 s
+    then sums at most 60 rows, however many orders the strategy sends."""
+
+    strategy = models.ForeignKey(Strategy, on_delete=models.CASCADE, related_name="+")
+    second = models.BigIntegerField(help_text="Unix time, whole seconds")
+    orders = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["strategy", "second"], name="one_rate_bucket_per_second")]
+        indexes = [models.Index(fields=["second"], name="rate_bucket_second")]
+
+    def __str__(self):
+        return f"{self.strategy_id}@{self.second}: {self.orders}"

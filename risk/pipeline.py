@@ -42,6 +42,9 @@ class IntakeContext:
     now: datetime = field(default_factory=timezone.now)
     blocked: dict[int, Verdict] = field(default_factory=dict)  # leg number -> verdict
     checks: list[Check] = field(default_factory=list)  # only when explaining
+    # Called with the legs that passed every blocker, before the intake commits (not when
+    # explaining): counts a later intake reads (risk.limits' order rate).
+    after_verdicts: list[Callable[[list[Order]], None]] = field(default_factory=list)
 
     def pending(self) -> list[Order]:
         if self.explain:
@@ -69,15 +72,21 @@ def batch_verdict(blocked: dict[int, Verdict]) -> Verdict:
 
 
 def evaluate(ctx: IntakeContext, blockers: list[Blocker]) -> dict[int, Verdict]:
-    """{leg number: verdict} for every leg that must not be sent."""
+    """{leg number: verdict} for every leg that must not be sent. Then, in the same
+    transaction, what blockers asked to be told about the legs that passed them all."""
     for blocker in blockers:
         if not ctx.pending():
             break
         for leg, verdict in blocker(ctx).items():
             ctx.blocked.setdefault(leg, verdict)
+    verdicts = ctx.blocked
     if ctx.blocked and len(ctx.blocked) < len(ctx.orders) and ctx.strategy.leg_policy == LegPolicy.ALL_OR_NONE:
         # A leg blocked on its own keeps its reason; the legs failed for the batch say which
         # leg took them down.
         batch = batch_verdict(ctx.blocked)
-        return {o.leg: ctx.blocked.get(o.leg, batch) for o in ctx.orders}
-    return ctx.blocked
+        verdicts = {o.leg: ctx.blocked.get(o.leg, batch) for o in ctx.orders}
+    if not ctx.explain:
+        passed = [o for o in ctx.orders if o.leg not in verdicts]
+        for hook in ctx.after_verdicts:
+            hook(passed)
+    return verdicts

@@ -72,10 +72,14 @@ def _fast_pipeline(settings):
     """Paper fills at once unless a test says otherwise, and a broker object of the test's own
     (the paper broker remembers the book it read, as a process does over a day)."""
     from brokers import registry
+    from risk import limits
 
     settings.PAPER_FILL_DELAY_S = 0
     settings.ORDERDESK_BROKER = "paper"
     registry._broker.cache_clear()
+    # What the risk limits keep between intakes: a rolled-back test's ids come round again.
+    limits._fill_figures.clear()
+    limits._limits_cache.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -9,13 +9,16 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from brokers.models import PaperInstrument
 from orders.models import BrokerPosition, EventKind, Fill, Order, Position, Status
 from orders.tradingday import trading_day_start
-from risk.models import RiskLimits, RiskLock
+from risk.limits import BUCKETS as BUCKET_TABLE
+from risk.limits import RATE_WINDOW_S
+from risk.models import OrderRateBucket, RiskLimits, RiskLock
 from risk.services import set_limits
 from tests.desk import WEBHOOK_CREATED, assert_blocked, assert_passed, leg
 from tests.factories import trail
@@ -214,6 +217,52 @@ def test_order_rate_counts_only_orders_not_blocked_at_intake(desk, limits):
     assert_passed(desk.entry("BUY", "HDFCBANK-EQ", 1))
 
 
+def settled(limits_row=None):
+    """As if the rate limit had been set over a minute ago: the buckets hold the whole window."""
+    RiskLimits.objects.update(updated_at=timezone.now() - timedelta(seconds=RATE_WINDOW_S + 2))
+
+
+def test_a_settled_order_rate_is_counted_from_per_second_buckets(desk, limits, strategy):
+    limits(max_orders_per_min=2, max_qty=100)
+    settled()
+    assert_blocked(desk.entry("BUY", "TCS-EQ", 101), "RISK_BLOCKED:QTY_LIMIT qty 101 > 100")  # not counted
+    assert_passed(desk.entry("BUY", "RELIANCE-EQ", 1))
+    assert_passed(desk.entry("BUY", "SBIN-EQ", 1))
+    assert sum(OrderRateBucket.objects.filter(strategy=strategy).values_list("orders", flat=True)) == 2
+    with CaptureQueriesContext(connection) as ctx:
+        assert_blocked(desk.entry("BUY", "INFY-EQ", 1), "RISK_BLOCKED:ORDER_RATE_LIMIT 3 orders in 60s > 2")
+    figures = [q["sql"] for q in ctx.captured_queries if "UNION ALL" in q["sql"]]
+    assert figures and all(BUCKET_TABLE in sql and "LIMIT 3" not in sql for sql in figures)
+    # A minute later the buckets are out of the window (and old ones are pruned).
+    OrderRateBucket.objects.update(second=F("second") - RATE_WINDOW_S)
+    assert_passed(desk.entry("BUY", "HDFCBANK-EQ", 1))
+
+
+def test_an_order_rate_set_just_now_counts_the_orders_already_sent(desk, limits):
+    assert_passed(desk.entry("BUY", "RELIANCE-EQ", 1))  # no limit yet: no buckets
+    assert_passed(desk.entry("BUY", "SBIN-EQ", 1))
+    assert not OrderRateBucket.objects.exists()
+    limits(max_orders_per_min=2)  # from the orders themselves, until the buckets hold a minute
+    assert_blocked(desk.entry("BUY", "INFY-EQ", 1), "RISK_BLOCKED:ORDER_RATE_LIMIT 3 orders in 60s > 2")
+
+
+def test_the_accounts_order_rate_adds_up_every_strategys_buckets(desk, limits, other):
+    limits(account=True, max_orders_per_min=2)
+    settled()
+    assert_passed(desk.entry("BUY", "RELIANCE-EQ", 1))
+    assert_passed(desk.entry("BUY", "SBIN-EQ", 1, strategy=other.name))
+    assert_blocked(desk.entry("BUY", "INFY-EQ", 1),
+                   "RISK_BLOCKED:ORDER_RATE_LIMIT account 3 orders in 60s > 2")
+    assert OrderRateBucket.objects.values("strategy").distinct().count() == 2
+
+
+def test_explaining_counts_nothing(desk, limits, client, alert_body):
+    limits(max_orders_per_min=5)
+    settled()
+    assert client.post("/api/webhook/explain/", json.dumps(alert_body()), content_type="text/plain").status_code == 200
+    assert not OrderRateBucket.objects.exists()
+
+
 def test_max_positions_counts_open_and_opening_instruments(desk, limits):
     limits(max_positions=2)
     bought(desk, "RELIANCE-EQ", 1)
@@ -267,7 +316,9 @@ def test_intake_queries_stay_bounded_whatever_the_history(desk, limits, strategy
         with CaptureQueriesContext(connection) as captured:
             assert_passed(desk.entry("BUY", f"{'INFY' if history == 10 else 'TCS'}-EQ", 1, price="1900"
                                      if history == 10 else "4100"))
-        counts.append(len(captured.captured_queries))
+        # Old rate buckets are pruned at most once a second: whether an intake does it is timing.
+        counts.append(len([q for q in captured.captured_queries
+                           if not q["sql"].startswith(f"DELETE FROM {BUCKET_TABLE}")]))
     assert counts[0] == counts[1] <= 30, counts
 
 
@@ -296,3 +347,23 @@ def test_the_admin_resets_a_lock_and_records_who(desk, limits, admin_client):
     assert lock.reset_by == "admin:admin" and lock.reset_at is not None
     reprice("RELIANCE-EQ", "2950", desk)
     assert_passed(desk.entry("BUY", "INFY-EQ", 1))
+
+
+def test_a_strategys_fill_figures_are_read_again_only_after_a_new_fill(desk, limits):
+    limits(daily_loss=Decimal(1000), cooldown_min=5)
+    bought(desk, "RELIANCE-EQ", 10)
+
+    def figure_reads():
+        with CaptureQueriesContext(connection) as captured:
+            assert_passed(desk.entry("BUY", next(symbols), 1))
+        return [("'pnl'" in q["sql"], "'last_fill'" in q["sql"]) for q in captured.captured_queries
+                if "'pnl'" in q["sql"] or "'last_fill'" in q["sql"]]
+
+    symbols = iter(["SBIN-EQ", "INFY-EQ", "TCS-EQ"])
+    assert figure_reads() == [(False, True), (True, False)]  # a fill since the last look: read the fills
+    assert figure_reads() == [(False, True)]  # none since: only the newest fill's id
+    reprice("RELIANCE-EQ", "2900", desk)
+    assert_passed(desk.exit("SELL", "RELIANCE-EQ", 10))
+    desk.send()
+    desk.watch()  # a losing exit: a new fill, seen by the next intake
+    assert desk.entry("BUY", "TCS-EQ", 1).tag.startswith("RISK_BLOCKED:COOLDOWN until ")
