@@ -37,6 +37,18 @@ class PlaceResult:
     message: str = ""
 
 
+class CancelOutcome(str, Enum):
+    SENT = "SENT"  # the broker took the request; the order ends when it says CANCELED
+    REFUSED = "REFUSED"  # definitely not cancelled (already complete, unknown id …); `message` says why
+    IN_DOUBT = "IN_DOUBT"  # no definite answer: the order book will tell
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    outcome: CancelOutcome
+    message: str = ""
+
+
 class BookStatus(str, Enum):
     OPEN = "OPEN"  # pending, open, trigger pending: still working
     COMPLETE = "COMPLETE"
@@ -147,6 +159,11 @@ class Broker:
     def place(self, request: PlaceRequest) -> PlaceResult:
         """One attempt, never retried: ACCEPTED, REJECTED, or raise BrokerInDoubt."""
         raise NotImplementedError
+
+    def cancel(self, broker_order_id: str) -> CancelResult:
+        """Ask the broker to cancel an open order, once. The order ends only when the broker
+        reports it CANCELED (book or feed), with whatever was filled before."""
+        return CancelResult(CancelOutcome.REFUSED, f"{type(self).__name__} cannot cancel orders")
 
     def order_book(self) -> list[BookEntry]:
         """Today's orders. Raises BrokerUnavailable when the broker gave no usable answer."""

@@ -480,6 +480,8 @@ class FakeNoren:
             return self._json({"stat": "Not_Ok", "emsg": SESSION_EXPIRED})
         if route == "PlaceOrder":
             return self._place(jdata)
+        if route == "CancelOrder":
+            return self._json(self._cancel(str(jdata.get("norenordno", ""))))
         if route == "OrderBook":
             return self._json(self._book())
         if route == "SingleOrdHist":
@@ -567,6 +569,21 @@ class FakeNoren:
         elif rule.behaviour == Behaviour.GARBAGE:
             return 200, "text/html", GARBAGE_BODY
         return self._json({"request_time": _noren_time(), "stat": "Ok", "norenordno": order.norenordno})
+
+    def _cancel(self, norenordno: str) -> dict:
+        with self._lock:
+            order = next((o for o in self.orders if o.norenordno == norenordno), None)
+            if order is None:
+                return {"request_time": _noren_time(), "stat": "Not_Ok", "emsg": "Rejected : ORA:Order not found"}
+            if order.status != "OPEN":
+                return {"request_time": _noren_time(), "stat": "Not_Ok",
+                        "emsg": f"Rejected : ORA:Order is in {order.status} status"}
+            order.status, order.settled = "CANCELED", True
+            row = self._row(order, rpt="Canceled")
+            order.history.append(row)
+            message = self.feed.order_message(order, "Canceled", row)
+        self.feed.announce([message])
+        return {"request_time": _noren_time(), "stat": "Ok", "result": norenordno}
 
     def _record_order(self, fields: dict, rule: Rule, market: Decimal) -> FakeOrder:
         prctyp = fields["prctyp"]

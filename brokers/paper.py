@@ -18,6 +18,8 @@ from .base import (
     BookEntry,
     Broker,
     BrokerInDoubt,
+    CancelOutcome,
+    CancelResult,
     FeedListener,
     OrderFeed,
     PlaceOutcome,
@@ -34,6 +36,7 @@ log = logging.getLogger("orderdesk.brokers.paper")
 INVALID_SYMBOL = "Invalid Trading Symbol"  # Noren's wording
 LATE_REJECT_REASON = "RED:Margin Shortfall:INSUFFICIENT BALANCE"
 CANCEL_REASON = "Canceled by exchange: IOC remainder"
+USER_CANCEL_REASON = "Canceled by user"
 ID_ATTEMPTS = 5
 FILL_BATCH = 500  # orders per fill UPDATE (bound on the statement's parameters)
 
@@ -153,6 +156,14 @@ class PaperBroker(Broker):
 
     def order_feed(self) -> OrderFeed:
         return PaperFeed(self)
+
+    def cancel(self, broker_order_id: str) -> CancelResult:
+        if PaperOrder.objects.filter(broker_order_id=broker_order_id, status="OPEN").update(
+                status="CANCELED", reason=USER_CANCEL_REASON, changed_at=timezone.now()):
+            return CancelResult(CancelOutcome.SENT)
+        order = PaperOrder.objects.filter(broker_order_id=broker_order_id).values_list("status", flat=True).first()
+        return CancelResult(CancelOutcome.REFUSED, f"order {broker_order_id} is {order}" if order else
+                            f"no order {broker_order_id}")
 
     def _changed_rows(self, columns: str, since, where: str = "") -> list[tuple]:
         """Rows changed since `since` (placed or moved: every write sets changed_at).

@@ -23,8 +23,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from . import shoonya_session as sessions
-from .base import (BookEntry, Broker, BrokerInDoubt, BrokerUnavailable, PlaceOutcome, PlaceRequest, PlaceResult,
-                   Position, normalize_status)
+from .base import (BookEntry, Broker, BrokerInDoubt, BrokerUnavailable, CancelOutcome, CancelResult, PlaceOutcome,
+                   PlaceRequest, PlaceResult, Position, normalize_status)
 from .noren import (NoAnswer, NorenError, NotSent, Refused, error_message, is_no_data, is_not_ok, is_ok,
                     is_session_expired)
 
@@ -246,6 +246,24 @@ class ShoonyaBroker(Broker):
                 raise BrokerInDoubt(f"PlaceOrder: {message}")
             return PlaceResult(PlaceOutcome.REJECTED, message=message)
         raise BrokerInDoubt(f"PlaceOrder: reply without an order number or a rejection ({_shape(reply)})")
+
+    def cancel(self, broker_order_id: str) -> CancelResult:
+        values = {"ordersource": "API", "uid": sessions.user_id(), "norenordno": broker_order_id}
+        try:
+            reply = self._call("CancelOrder", values)
+        except SessionUnavailable as exc:
+            return CancelResult(CancelOutcome.REFUSED, f"not sent: {exc}")
+        except NotSent as exc:
+            return CancelResult(CancelOutcome.REFUSED, f"not sent: {exc}")
+        except Refused as exc:
+            return CancelResult(CancelOutcome.REFUSED, str(exc))
+        except NoAnswer as exc:
+            return CancelResult(CancelOutcome.IN_DOUBT, str(exc))
+        if is_ok(reply):
+            return CancelResult(CancelOutcome.SENT)
+        if is_not_ok(reply):
+            return CancelResult(CancelOutcome.REFUSED, error_message(reply))
+        return CancelResult(CancelOutcome.IN_DOUBT, f"CancelOrder: unclear reply ({_shape(reply)})")
 
     def _read(self, route: str, values: dict) -> list[dict]:
         """A list reply; [] for the "no data" reply. Anything else raises BrokerUnavailable."""

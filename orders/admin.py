@@ -3,12 +3,13 @@
 from collections import Counter
 
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import Count
 from django.http import HttpResponseRedirect
 from django.utils import timezone
 from django.utils.html import format_html
 
-from . import feedstate
+from . import cancels, feedstate
 from .export import csv_response
 from .models import (
     TAG_CODES,
@@ -163,7 +164,7 @@ class OrderAdmin(ReadOnlyAdmin):
                *latest.filter(alert__alert_id=term)[:1000], *latest.filter(symbol=term.upper())[:5000]}
         return queryset.filter(pk__in=ids), False
     show_full_result_count = False
-    actions = ["export_csv"]
+    actions = ["export_csv", "cancel_orders"]
 
     @admin.display(description="created (IST)", ordering="created_at")
     def created(self, obj):
@@ -229,6 +230,25 @@ class OrderAdmin(ReadOnlyAdmin):
             response.context_data["status_counts"] = sorted(by_status.items())
             response.context_data["family_counts"] = by_family.most_common()
         return response
+
+    def has_cancel_permission(self, request) -> bool:
+        return request.user.has_perm("orders.cancel_order")
+
+    @admin.action(description="Cancel the selected orders", permissions=["cancel"])
+    def cancel_orders(self, request, queryset):
+        actor, outcomes, ended = f"admin:{request.user.get_username()}"[:64], Counter(), 0
+        for order in queryset.filter(status__in=[Status.CREATED, Status.SENT_TO_BROKER]).order_by("id"):
+            try:
+                with transaction.atomic():
+                    outcomes[cancels.request_cancel(order, actor)] += 1
+            except cancels.NotCancellable:
+                ended += 1
+        ended += queryset.exclude(status__in=[Status.CREATED, Status.SENT_TO_BROKER]).count()
+        said = {cancels.CANCELLED: "cancelled before they were sent", cancels.REQUESTED: "sent to the broker",
+                cancels.WAITING: "to be sent once the broker's id is known"}
+        parts = [f"{n} {said[outcome]}" for outcome, n in outcomes.items()] + (
+            [f"{ended} had already ended"] if ended else [])
+        self.message_user(request, "Cancel: " + "; ".join(parts or ["nothing selected"]), messages.SUCCESS)
 
     @admin.action(description="Export the selected orders as CSV")
     def export_csv(self, request, queryset):

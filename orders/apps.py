@@ -6,4 +6,4 @@ class OrdersConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from . import notify  # noqa: F401 - connects the notification subscribers to orders.events
+        from . import cancels, notify  # noqa: F401 - connect their subscribers to orders.events

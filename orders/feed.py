@@ -12,7 +12,7 @@ import threading
 import time
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from brokers.base import BookEntry, FeedListener
@@ -104,7 +104,7 @@ def listen(owner: str, stop: threading.Event, broker=None) -> bool | None:
             leases.release(feedstate.FEED_NAME, owner)
         except Exception:  # noqa: BLE001 - it expires on its own
             log.exception("order feed: could not release the lease")
-        close_old_connections()
+        connection.close()  # this thread's own: nothing else would close it
     return True
 
 

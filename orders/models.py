@@ -87,7 +87,7 @@ class ChoiceListValidator:
 STRUCTURED_FAMILIES = ("GUARD_BLOCKED", "RISK_BLOCKED")
 # Every family and code the desk writes (the README's tag table), for the blotter's filters:
 # listing them from the rows would scan every order's index entry.
-TAG_FAMILIES = ("GUARD_BLOCKED", "RISK_BLOCKED", "BROKER_REJECTED", "BROKER_SESSION", "BROKER_CANCELLED",
+TAG_FAMILIES = ("GUARD_BLOCKED", "RISK_BLOCKED", "CANCELLED", "BROKER_REJECTED", "BROKER_SESSION", "BROKER_CANCELLED",
                 "BROKER_EXPIRED", "BROKER_IN_DOUBT", "BROKER_UNKNOWN", "BROKER_RECOVERED")
 TAG_CODES = ("STRATEGY_DISABLED", "KILL_SWITCH_HALTED", "KILL_SWITCH_REDUCING", "STALE_ALERT", "MARKET_CLOSED",
              "SYMBOL_NOT_ALLOWED", "PRODUCT_NOT_ALLOWED", "ORDER_TYPE_NOT_ALLOWED", "OUTSIDE_WINDOW",
@@ -273,10 +273,13 @@ class Order(models.Model):
     filled_qty = models.PositiveIntegerField(default=0)
     avg_price = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True, help_text="when the submission claim was won")
+    cancel_requested_at = models.DateTimeField(
+        null=True, blank=True, help_text="a cancel was asked for: sent to the broker once it has the order's id")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        permissions = [("cancel_order", "Can cancel an order")]
         constraints = [models.UniqueConstraint(fields=["alert", "leg"], name="one_order_per_alert_leg")]
         indexes = [models.Index(fields=["status", "created_at"], name="order_status_created"),
                    models.Index(fields=["symbol", "created_at"], name="order_symbol_created"),  # the blotter's search
@@ -308,6 +311,9 @@ class EventKind(models.TextChoices):
     FAILED = "FAILED"
     RECOVERED = "RECOVERED"  # FAILED BROKER_UNKNOWN order later seen at the broker
     CONFLICT = "CONFLICT"  # a concurrent writer won; nothing changed
+    CANCEL_REQUESTED = "CANCEL_REQUESTED"  # by a user (a queued order fails at once)
+    CANCEL_SENT = "CANCEL_SENT"  # the broker took the cancel request; its CANCELED ends the order
+    CANCEL_REFUSED = "CANCEL_REFUSED"  # the broker refused it (its message in the detail)
 
 
 class OrderEvent(models.Model):

@@ -19,6 +19,7 @@ log = logging.getLogger("orderdesk.queue")
 SUBMIT_TASK = "orders.tasks.submit_order"
 WATCH_TASK = "orders.tasks.watch_orders"
 DELIVER_TASK = "orders.tasks.deliver_notifications"
+CANCEL_TASK = "orders.tasks.cancel_order"
 
 
 def queue_in_database(using: str = DEFAULT_DB_ALIAS) -> bool:
@@ -87,3 +88,18 @@ def enqueue_watcher() -> None:
 def enqueue_delivery() -> None:
     """A task that sends the due notifications (orders.notify)."""
     async_task(DELIVER_TASK, task_name="notifications", broker=_broker())
+
+
+def enqueue_cancel(command_id: str) -> None:
+    """A worker sends the broker the cancel of an order (orders.cancels.send_cancel): like a
+    submission, in the caller's transaction on the ORM queue, after its commit otherwise."""
+    def push():
+        try:
+            async_task(CANCEL_TASK, command_id, task_name=f"cancel {command_id}", broker=_broker())
+        except Exception:  # noqa: BLE001 - the request is recorded; asking again re-enqueues it
+            log.exception("could not enqueue the cancel of order %s", command_id)
+
+    if queue_in_database():
+        async_task(CANCEL_TASK, command_id, task_name=f"cancel {command_id}")
+    else:
+        transaction.on_commit(push)

@@ -197,3 +197,39 @@ explain_schema = extend_schema(
         500: OpenApiResponse(ErrorSerializer, description="our fault: logged"),
     },
 )
+
+
+CANCEL_OUTCOMES = [("cancelled", "cancelled"), ("requested", "requested"),
+                   ("waiting_for_broker_id", "waiting_for_broker_id")]
+class CancelledOrderSerializer(serializers.Serializer):
+    command_id = serializers.CharField()
+    status = serializers.ChoiceField(Status.choices)
+    tag = serializers.CharField(allow_blank=True)
+    cancel = serializers.ChoiceField(CANCEL_OUTCOMES, help_text=(
+        "cancelled: it was still queued, FAILED now and never sent; requested: a worker asks the broker, and "
+        "the order ends when the broker reports it CANCELED (fills kept); waiting_for_broker_id: in doubt, "
+        "the cancel is sent once the broker's id is known"))
+
+CANCEL_FILTER = inline_serializer("CancelAllRequest", {
+    "strategy": serializers.CharField(required=False, help_text="only this strategy's open orders"),
+    "symbol": serializers.CharField(required=False, help_text="only this symbol's open orders"),
+})
+
+cancel_schema = extend_schema(
+    summary="Cancel an order (permission orders.cancel_order)",
+    request=None,
+    responses={
+        200: OpenApiResponse(CancelledOrderSerializer, description="the cancel is recorded (what happens next: `cancel`)"),
+        **error_responses(*AUTHENTICATED_ERRORS, 404, 409, e404="no order with this command_id",
+                          e409="the order has ended (EXECUTED or FAILED): nothing to cancel"),
+    },
+)
+cancel_all_schema = extend_schema(
+    summary="Cancel every open order, or a strategy's or a symbol's (permission orders.cancel_order)",
+    request=CANCEL_FILTER,
+    responses={
+        200: OpenApiResponse(inline_serializer("CancelAll", {"orders": CancelledOrderSerializer(many=True)}),
+                             description="the open orders it acted on"),
+        **error_responses(400, *AUTHENTICATED_ERRORS, e400="`strategy` or `symbol` is not a string"),
+    },
+)

@@ -56,3 +56,8 @@ class OrderDetailSerializer(OrderSerializer):
     class Meta(OrderSerializer.Meta):
         fields = OrderSerializer.Meta.fields + ["events"]
         read_only_fields = fields
+
+
+class CancelAllSerializer(serializers.Serializer):
+    strategy = serializers.CharField(required=False, max_length=64)
+    symbol = serializers.CharField(required=False, max_length=64)

@@ -3,12 +3,16 @@
 from django.conf import settings
 from django_q.conf import Conf
 
-from . import notify, submission, watcher
+from . import cancels, notify, submission, watcher
 from .queue import enqueue_watcher
 
 
 def submit_order(command_id: str) -> str:
     return submission.submit_order(command_id)
+
+
+def cancel_order(command_id: str) -> str:
+    return cancels.send_cancel(command_id)
 
 
 def watcher_slice_seconds() -> float:

@@ -11,8 +11,11 @@ urlpatterns = [
     path("webhook", views.WebhookNoSlashView.as_view()),
     path("webhook/explain/", views.ExplainView.as_view(), name="webhook-explain"),
     path("orders/", views.OrderListView.as_view(), name="order-list"),
+    # Before orders/<command_id>/, which would take "cancel-all" for a command id.
+    path("orders/cancel-all/", views.OrderCancelAllView.as_view(), name="order-cancel-all"),
     # Command ids are hex: anything else (a NUL, which PostgreSQL refuses in a query) is a 404.
     path("orders/<slug:command_id>/", views.OrderDetailView.as_view(), name="order-detail"),
+    path("orders/<slug:command_id>/cancel/", views.OrderCancelView.as_view(), name="order-cancel"),
     path("health/", HealthView.as_view(), name="health"),
     path("token/", views.TokenView.as_view(), name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -1,19 +1,30 @@
 """HTTP: the webhook intake and the read API. No broker I/O here, ever."""
 
+from django.db import transaction
 from django.db.models import Prefetch
+from django.shortcuts import get_object_or_404
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema, extend_schema_view
-from rest_framework import generics
+from rest_framework import generics, permissions, status
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .models import Order, OrderEvent, Status
-from .schema import explain_schema, order_detail_schema, order_list_schema, token_schema, webhook_schema
-from .serializers import OrderDetailSerializer, OrderSerializer
+from . import cancels
 from .export import csv_response
+from .models import Order, OrderEvent, Status
+from .schema import (
+    cancel_all_schema,
+    cancel_schema,
+    explain_schema,
+    order_detail_schema,
+    order_list_schema,
+    token_schema,
+    webhook_schema,
+)
+from .serializers import CancelAllSerializer, OrderDetailSerializer, OrderSerializer
 from .webhook import receive_webhook
 
 
@@ -117,6 +128,55 @@ class OrderDetailView(generics.RetrieveAPIView):
     queryset = Order.objects.select_related("strategy", "alert").prefetch_related(
         Prefetch("events", queryset=OrderEvent.objects.order_by("id"))
     )
+
+
+class CanCancelOrders(permissions.BasePermission):
+    message = "cancelling orders needs the permission orders.cancel_order"
+
+    def has_permission(self, request, view):
+        return bool(request.user and request.user.is_authenticated and request.user.has_perm("orders.cancel_order"))
+
+
+def _cancelled(order: Order, outcome: str) -> dict:
+    return {"command_id": order.command_id, "status": order.status, "tag": order.tag, "cancel": outcome}
+
+
+class OrderCancelView(APIView):
+    """POST: cancel one order. Records the request; the broker's cancel is a worker's job."""
+
+    permission_classes = [CanCancelOrders]
+
+    @cancel_schema
+    def post(self, request, command_id):
+        order = get_object_or_404(Order, command_id=command_id)
+        try:
+            with transaction.atomic():
+                outcome = cancels.request_cancel(order, f"api:{request.user.get_username()}"[:64])
+        except cancels.NotCancellable as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        order.refresh_from_db()
+        return Response(_cancelled(order, outcome))
+
+
+class OrderCancelAllView(APIView):
+    """POST: cancel every open order (optionally one strategy's, one symbol's)."""
+
+    permission_classes = [CanCancelOrders]
+
+    @cancel_all_schema
+    def post(self, request):
+        query = CancelAllSerializer(data=request.data)
+        query.is_valid(raise_exception=True)
+        actor, acted = f"api:{request.user.get_username()}"[:64], []
+        for order in cancels.open_orders(**query.validated_data):
+            try:
+                with transaction.atomic():
+                    outcome = cancels.request_cancel(order, actor)
+            except cancels.NotCancellable:
+                continue  # ended meanwhile
+            order.refresh_from_db()
+            acted.append(_cancelled(order, outcome))
+        return Response({"orders": acted})
 
 
 class TokenView(ObtainAuthToken):

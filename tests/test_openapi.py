@@ -4,7 +4,7 @@ schema."""
 
 import pytest
 import schemathesis
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from hypothesis import HealthCheck, settings
 from rest_framework.authtoken.models import Token
 from schemathesis.checks import not_a_server_error
@@ -26,6 +26,7 @@ def token(transactional_db, live_server):
     import requests
 
     user = User.objects.create_user("fuzz", password="fuzz-password-0123456789", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="cancel_order"))  # cancels answer 200 and 409
     StrategyFactory(name="demo")
     leg = {"symbol": "RELIANCE-EQ", "side": "BUY", "qty": 1, "product": "MIS"}
     for execution_type in ("ENTRY", "EXIT"):  # the EXIT is blocked: no position
@@ -52,6 +53,7 @@ def test_schema_lists_every_endpoint_with_its_errors(client):
     assert set(operations) == {
         ("/api/webhook/", "post"), ("/api/orders/", "get"), ("/api/orders/{command_id}/", "get"),
         ("/api/health/", "get"), ("/api/token/", "post"), ("/api/webhook/explain/", "post"),
+        ("/api/orders/{command_id}/cancel/", "post"), ("/api/orders/cancel-all/", "post"),
     }
     webhook = operations[("/api/webhook/", "post")]
     assert {"200", "201", "400", "401", "403", "413", "415", "429", "503"} <= set(webhook["responses"])
@@ -64,6 +66,7 @@ def test_schema_lists_every_endpoint_with_its_errors(client):
     assert "TradingViewAlertMessage" in body["application/json"]["examples"]
     for key in (("/api/orders/", "get"), ("/api/orders/{command_id}/", "get")):
         assert {"401", "403", "404"} <= set(operations[key]["responses"])
+    assert {"200", "401", "403", "404", "409"} <= set(operations[("/api/orders/{command_id}/cancel/", "post")]["responses"])
 
 
 def test_docs_are_served_without_a_cdn(client):
