@@ -200,12 +200,24 @@ class ShoonyaBroker(Broker):
     def _call(self, route: str, values: dict):
         """One request with the stored session, and at most one more after a "session
         expired" reply once a new session is at hand. Raises SessionUnavailable or NorenError."""
-        self._refresh_client_settings()
-        session = self._session()
+        try:
+            self._refresh_client_settings()
+            session = self._session()
+        except SessionUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - before the request: it cannot have reached the broker
+            log.error("shoonya: %s not sent: %s: %s", route, type(exc).__name__, exc)
+            raise SessionUnavailable(f"not sent: {type(exc).__name__}: {exc}") from None
         reply = self._send(route, values, session)
         if not is_session_expired(reply):
             return reply
-        session = self._after_expiry(session, route)
+        try:
+            session = self._after_expiry(session, route)
+        except SessionUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the first request was refused, the second not sent
+            log.error("shoonya: %s not sent again: %s: %s", route, type(exc).__name__, exc)
+            raise SessionUnavailable(f"not sent: {type(exc).__name__}: {exc}") from None
         reply = self._send(route, values, session)
         if is_session_expired(reply):
             reason = f"session expired again right after a new login ({route})"

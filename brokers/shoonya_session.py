@@ -139,7 +139,11 @@ def quick_auth(client: NorenClient) -> Session:
     """Legacy login; stores and returns the new session. Raises LoginFailed."""
     log.info("shoonya: logging in %s with QuickAuth", user_id())
     try:
-        token, _ = _login(client, "QuickAuth", quickauth_values(), "susertoken")
+        values = quickauth_values()
+    except ValueError as exc:  # pyotp refuses the secret (binascii.Error is a ValueError): nothing was sent
+        raise LoginFailed(f"SHOONYA_TOTP_SECRET is not a usable TOTP secret ({type(exc).__name__}: {exc})") from None
+    try:
+        token, _ = _login(client, "QuickAuth", values, "susertoken")
     except LoginUnanswered:
         raise  # a network blip is not a wrong password: the next call may try again
     except LoginFailed as exc:
