@@ -480,6 +480,9 @@ class FakeNoren:
             return self._json({"stat": "Not_Ok", "emsg": SESSION_EXPIRED})
         if route == "PlaceOrder":
             return self._place(jdata)
+        if route == "Limits":
+            return self._json({"request_time": _noren_time(), "stat": "Ok", "actid": self.account.account_id,
+                               "cash": "100000.00", "payin": "0.00", "marginused": "0.00", "brkcollamt": "0.00"})
         if route == "CancelOrder":
             return self._json(self._cancel(str(jdata.get("norenordno", ""))))
         if route == "OrderBook":

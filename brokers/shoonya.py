@@ -300,6 +300,17 @@ class ShoonyaBroker(Broker):
         self._refresh_client_settings()
         return self._session()
 
+    def limits(self) -> dict:
+        """The account's funds and margins (Noren's Limits), as the broker words them. Raises
+        BrokerUnavailable."""
+        try:
+            reply = self._call("Limits", {"uid": sessions.user_id(), "actid": sessions.account_id()})
+        except (SessionUnavailable, NorenError) as exc:
+            raise BrokerUnavailable(str(exc)) from None
+        if not is_ok(reply):
+            raise BrokerUnavailable(f"Limits: {error_message(reply) if isinstance(reply, dict) else _shape(reply)}")
+        return reply
+
     def order_book(self) -> list[BookEntry]:
         rows = self._read("OrderBook", {"ordersource": "API", "uid": sessions.user_id()})
         entries = [book_entry(row) for row in rows]

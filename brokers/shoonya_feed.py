@@ -82,6 +82,13 @@ class NorenOrderFeed(OrderFeed):
                 time.sleep(min(RECV_SLICE_S, max(0.0, resume - time.monotonic())))
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
+    def probe(self) -> str:
+        """Connect, log in and subscribe once, then close (manage.py shoonya_check). Returns
+        what happened; raises FeedRefused (or a network error) saying why not."""
+        listener = _Probe()
+        self._connection(listener)
+        return "logged in and subscribed to order updates"
+
     def _connection(self, listener: FeedListener) -> None:
         try:
             session = self.broker.feed_session()
@@ -150,3 +157,16 @@ class NorenOrderFeed(OrderFeed):
             raise FeedRefused("the broker ended the feed's login")
         else:
             listener.heartbeat()
+
+
+class _Probe(FeedListener):
+    """Stops at the first sign of a working feed."""
+
+    def __init__(self):
+        self.done = False
+
+    def connected(self) -> None:
+        self.done = True
+
+    def running(self) -> bool:
+        return not self.done

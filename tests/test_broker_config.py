@@ -120,3 +120,70 @@ def test_oauth_without_a_session_is_not_sent(shoonya_oauth_without_session, stra
     order = send(post_alert, alert_body, run_queue)
     assert order.status == Status.FAILED and order.tag.startswith("BROKER_SESSION:no valid Shoonya session")
     assert not shoonya_oauth_without_session.calls_to("PlaceOrder")
+
+
+# --- manage.py shoonya_check --------------------------------------------------------------------
+
+def shoonya_check() -> tuple[str, bool]:
+    from io import StringIO
+
+    from django.core.management.base import CommandError
+
+    out = StringIO()
+    try:
+        call_command("shoonya_check", stdout=out)
+    except CommandError as exc:
+        return out.getvalue() + str(exc), False
+    return out.getvalue(), True
+
+
+def assert_no_credential(text: str) -> None:
+    from brokers.models import BrokerSession
+
+    tokens = list(BrokerSession.objects.exclude(token="").values_list("token", flat=True))
+    for secret in (TEST_ACCOUNT.password, TEST_ACCOUNT.api_key, TEST_ACCOUNT.totp_secret, TEST_ACCOUNT.secret,
+                   *tokens):
+        assert secret not in text
+
+
+def test_shoonya_check_walks_every_step_against_the_fake(shoonya_legacy):
+    output, ok = shoonya_check()
+    assert ok, output
+    lines = output.splitlines()
+    assert lines[0] == "✓ settings"
+    assert lines[1] == "✓ session: LEGACY session of FT4242"
+    assert lines[2] == "✓ limits: cash 100000.00, payin 0.00, marginused 0.00"
+    assert lines[3:6] == ["✓ order book: 0 orders today", "✓ positions: 0 positions",
+                          "✓ order feed: logged in and subscribed to order updates"]
+    assert lines[-1] == "Shoonya is ready."
+    assert len(shoonya_legacy.feed.logins) == 1
+    assert_no_credential(output)
+
+
+def test_shoonya_check_says_which_step_failed_and_exits_non_zero(shoonya_legacy, settings):
+    settings.SHOONYA_PASSWORD = "pw-wrong-never-shown-01"
+    output, ok = shoonya_check()
+    assert not ok
+    assert "✗ session: SessionUnavailable: Shoonya login failed: QuickAuth refused: Invalid Input : Wrong Password" \
+        in output
+    assert "limits" not in output and "1 check(s) failed" in output
+    assert "pw-wrong-never-shown-01" not in output
+    assert_no_credential(output)
+
+
+def test_shoonya_check_reports_a_silent_feed(shoonya_legacy, settings):
+    from brokers.fake_noren import FeedMode
+
+    settings.SHOONYA_WS_LOGIN_TIMEOUT_S = 0.3
+    shoonya_legacy.feed.mode = FeedMode.REFUSE_SILENTLY
+    output, ok = shoonya_check()
+    assert not ok
+    assert "✗ order feed: FeedRefused: no login acknowledgement (ck) within 0.3s" in output
+    assert "✓ positions" in output
+
+
+def test_shoonya_check_stops_at_the_settings(shoonya_legacy, settings):
+    settings.SHOONYA_TOTP_SECRET = SHORT_TOTP
+    output, ok = shoonya_check()
+    assert not ok and "✗ settings: SHOONYA_TOTP_SECRET is not a usable TOTP secret" in output
+    assert shoonya_legacy.calls == [] and SHORT_TOTP not in output
