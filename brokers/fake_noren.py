@@ -122,6 +122,7 @@ class Call:
     body: str
     jdata: dict | None
     jkey: str | None
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
 
 @dataclass

@@ -326,6 +326,10 @@ WATCHER_LEASE_TTL_S = env_float("WATCHER_LEASE_TTL_S", 30)
 IN_DOUBT_GRACE_S = env_float("IN_DOUBT_GRACE_S", 60)
 IN_DOUBT_MIN_READS = env_int("IN_DOUBT_MIN_READS", 3)
 REQUEUE_CREATED_AFTER_S = env_float("REQUEUE_CREATED_AFTER_S", 10)
+# Placements and cancels in any sliding second, across every worker; unset: the broker's
+# default (8 for Shoonya, none for paper); 0: no limit.
+BROKER_MAX_ORDERS_PER_S = env_int("BROKER_MAX_ORDERS_PER_S", -1)
+BROKER_MAX_ORDERS_PER_S = None if BROKER_MAX_ORDERS_PER_S < 0 else BROKER_MAX_ORDERS_PER_S
 BROKER_CONNECT_TIMEOUT_S = env_float("BROKER_CONNECT_TIMEOUT_S", 3)
 BROKER_READ_TIMEOUT_S = env_float("BROKER_READ_TIMEOUT_S", 10)
 PAPER_FILL_DELAY_S = env_float("PAPER_FILL_DELAY_S", 1)

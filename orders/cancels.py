@@ -15,7 +15,7 @@ from django.utils import timezone
 from brokers.base import CancelOutcome, CancelResult
 from brokers.registry import get_broker
 
-from . import events, lifecycle
+from . import broker_rate, events, lifecycle
 from .models import TERMINAL_STATUSES, EventKind, Order, Status
 from .queue import enqueue_cancel
 
@@ -72,6 +72,7 @@ def send_cancel(command_id: str) -> str:
         return "not open"
     if order.broker_order_id is None:
         return "waiting for the broker id"
+    broker_rate.take_slot(urgent=True, what=f"cancel {command_id}")  # cancels go before new entries
     try:
         result = get_broker().cancel(order.broker_order_id)
     except Exception as exc:  # noqa: BLE001 - the book or the feed tells what became of it

@@ -405,6 +405,14 @@ class WatcherLease(models.Model):
         return f"{self.name} held by {self.owner or '-'} until {self.expires_at:%H:%M:%S}"
 
 
+class BrokerRequest(models.Model):
+    """A request sent to the broker in the last second (orders.broker_rate, without Redis), or
+    (urgent_waiting) the mark of a cancel or exit waiting for a slot, until `at`."""
+
+    at = models.DateTimeField(db_index=True)
+    urgent_waiting = models.BooleanField(default=False)
+
+
 class OrderFeedState(models.Model):
     """The broker's push feed of order updates, as its listener last recorded it (one row)."""
 

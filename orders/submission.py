@@ -13,9 +13,10 @@ from django.utils import timezone
 
 from brokers.base import Broker, BrokerInDoubt, PlaceOutcome, PlaceRequest, PlaceResult
 from brokers.registry import get_broker
-from . import lifecycle
+
+from . import broker_rate, lifecycle
 from .blocker_registry import claim_guard
-from .models import EventKind, Order, Status
+from .models import EventKind, ExecutionType, Order, Status
 from .queue import enqueue_watcher
 from .watcher import watcher_running
 
@@ -64,6 +65,9 @@ def submit_order(command_id: str) -> str:
         return "missing"
     if order.status != Status.CREATED:
         return f"not claimable ({order.status})"
+    # Before the claim, never between it and the broker call: a worker waiting here holds no
+    # order, and the age check below still sees the time it waited.
+    broker_rate.take_slot(urgent=order.execution_type == ExecutionType.EXIT, what=f"order {command_id}")
     age = timezone.now() - order.created_at
     if age > timedelta(seconds=settings.ORDER_MAX_AGE_S):
         won = lifecycle.move(order, Status.FAILED, tag=STALE_TAG, actor=ACTOR,

@@ -61,6 +61,11 @@ def _redis() -> redis.Redis | None:
     return redis.Redis.from_url(config["LOCATION"], **config.get("OPTIONS", {}))
 
 
+def redis_client() -> redis.Redis | None:
+    """The cache's Redis (shared by every process), or None without Redis."""
+    return _redis()
+
+
 def _count(key: str, ttl_s: int) -> int | None:
     try:
         client = _redis()
