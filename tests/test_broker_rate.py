@@ -52,7 +52,7 @@ def test_a_waiting_cancel_or_exit_goes_before_entries(settings, store):
         broker_rate.take_slot(urgent=False, what=f"fill{i}")
     assert broker_rate._take(2, True, "cancel") > 0  # full: the cancel waits, and says so
     assert broker_rate._take(2, False, "entry") > 0  # an entry may not overtake it even once there is room
-    time.sleep(1.05)
+    time.sleep(broker_rate.WINDOW_MS / 1000 + 0.05)
     assert broker_rate._take(2, False, "entry") > 0  # room now, but the cancel is still marked as waiting
     assert broker_rate._take(2, True, "cancel") == 0
     assert broker_rate._take(2, False, "entry") == 0  # the cancel went: entries again
