@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import PaperInstrument, PaperOrder
+from .models import BrokerSession, PaperInstrument, PaperOrder
 
 
 @admin.register(PaperInstrument)
@@ -22,4 +22,26 @@ class PaperOrderAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(BrokerSession)
+class BrokerSessionAdmin(admin.ModelAdmin):
+    """The live broker's session, read-only and without its token: valid or not, since when,
+    why it was invalidated or the last login failed."""
+
+    list_display = ["broker", "user_id", "kind", "valid", "obtained_at", "invalidated_at", "login_failed_at", "note"]
+    fields = list_display
+    readonly_fields = list_display
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("token")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False

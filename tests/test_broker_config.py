@@ -187,3 +187,14 @@ def test_shoonya_check_stops_at_the_settings(shoonya_legacy, settings):
     output, ok = shoonya_check()
     assert not ok and "✗ settings: SHOONYA_TOTP_SECRET is not a usable TOTP secret" in output
     assert shoonya_legacy.calls == [] and SHORT_TOTP not in output
+
+
+def test_the_admin_shows_the_session_state_never_its_token(shoonya_oauth, admin_client):
+    from brokers.models import BrokerSession
+
+    session = BrokerSession.objects.get()
+    listing = admin_client.get("/admin/brokers/brokersession/").content.decode()
+    page = admin_client.get(f"/admin/brokers/brokersession/{session.pk}/change/").content.decode()
+    assert "FT4242" in listing and "OAuth access token" in listing
+    assert session.token not in listing + page
+    assert admin_client.post(f"/admin/brokers/brokersession/{session.pk}/delete/", {"post": "yes"}).status_code == 403
