@@ -81,8 +81,8 @@ class SessionKind(models.TextChoices):
 class BrokerSession(models.Model):
     """A live broker's login, one row per broker, shared by every worker and the watcher.
 
-    The token is a bearer credential: this model is not in the admin, and neither str() nor
-    repr() shows it. `note` says why the session was invalidated or the last login failed
+    The token is a bearer credential: the admin shows the row read-only without it, and
+    neither str() nor repr() shows it. `note` says why the session was invalidated or the last login failed
     (the broker's message, never a secret)."""
 
     broker = models.CharField(max_length=32, unique=True)
