@@ -249,11 +249,13 @@ def test_shoonya_login_prints_the_url_and_reads_the_code(fake_noren, shoonya_oau
     assert BrokerSession.objects.get().valid
 
 
-def test_session_is_not_in_the_admin_and_its_str_hides_the_token(shoonya_oauth):
+def test_the_admin_shows_the_session_without_its_token_and_its_str_hides_it(shoonya_oauth, rf):
     from django.contrib import admin
 
     row = BrokerSession.objects.get()
-    assert BrokerSession not in admin.site._registry
+    session_admin = admin.site._registry[BrokerSession]  # read-only, its token neither listed nor shown
+    assert "token" not in session_admin.list_display and "token" not in session_admin.get_fields(rf.get("/"))
+    assert not session_admin.has_change_permission(rf.get("/"))
     assert row.token not in str(row) and row.token not in repr(row)
     assert row.token not in repr(sessions.load())
 
