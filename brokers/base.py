@@ -37,16 +37,31 @@ class PlaceResult:
     message: str = ""
 
 
-class CancelOutcome(str, Enum):
-    SENT = "SENT"  # the broker took the request; the order ends when it says CANCELED
-    REFUSED = "REFUSED"  # definitely not cancelled (already complete, unknown id …); `message` says why
+class RequestOutcome(str, Enum):
+    """A cancel's or a modification's answer."""
+
+    SENT = "SENT"  # the broker took the request (a cancel: the order ends when it says CANCELED)
+    REFUSED = "REFUSED"  # definitely not done (already complete, unknown id …); `message` says why
     IN_DOUBT = "IN_DOUBT"  # no definite answer: the order book will tell
 
 
 @dataclass(frozen=True)
-class CancelResult:
-    outcome: CancelOutcome
+class RequestResult:
+    outcome: RequestOutcome
     message: str = ""
+
+
+@dataclass(frozen=True)
+class ModifyRequest:
+    """An open order's new terms, as the broker wants them: `qty` is the total (filled and
+    pending); the rest as placed."""
+
+    exchange: str
+    symbol: str
+    order_type: str
+    qty: int
+    price: Decimal | None = None
+    trigger_price: Decimal | None = None
 
 
 class BookStatus(str, Enum):
@@ -160,10 +175,14 @@ class Broker:
         """One attempt, never retried: ACCEPTED, REJECTED, or raise BrokerInDoubt."""
         raise NotImplementedError
 
-    def cancel(self, broker_order_id: str) -> CancelResult:
+    def cancel(self, broker_order_id: str) -> RequestResult:
         """Ask the broker to cancel an open order, once. The order ends only when the broker
         reports it CANCELED (book or feed), with whatever was filled before."""
-        return CancelResult(CancelOutcome.REFUSED, f"{type(self).__name__} cannot cancel orders")
+        return RequestResult(RequestOutcome.REFUSED, f"{type(self).__name__} cannot cancel orders")
+
+    def modify(self, broker_order_id: str, request: ModifyRequest) -> RequestResult:
+        """Ask the broker to change an open order's price, trigger or quantity, once."""
+        return RequestResult(RequestOutcome.REFUSED, f"{type(self).__name__} cannot modify orders")
 
     def order_book(self) -> list[BookEntry]:
         """Today's orders. Raises BrokerUnavailable when the broker gave no usable answer."""

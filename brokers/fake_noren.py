@@ -484,6 +484,8 @@ class FakeNoren:
         if route == "Limits":
             return self._json({"request_time": _noren_time(), "stat": "Ok", "actid": self.account.account_id,
                                "cash": "100000.00", "payin": "0.00", "marginused": "0.00", "brkcollamt": "0.00"})
+        if route == "ModifyOrder":
+            return self._json(self._modify(jdata))
         if route == "CancelOrder":
             return self._json(self._cancel(str(jdata.get("norenordno", ""))))
         if route == "OrderBook":
@@ -588,6 +590,27 @@ class FakeNoren:
             message = self.feed.order_message(order, "Canceled", row)
         self.feed.announce([message])
         return {"request_time": _noren_time(), "stat": "Ok", "result": norenordno}
+
+    def _modify(self, jdata: dict) -> dict:
+        with self._lock:
+            order = next((o for o in self.orders if o.norenordno == str(jdata.get("norenordno", ""))), None)
+            if order is None:
+                return {"request_time": _noren_time(), "stat": "Not_Ok", "emsg": "Rejected : ORA:Order not found"}
+            if order.status != "OPEN":
+                return {"request_time": _noren_time(), "stat": "Not_Ok",
+                        "emsg": f"Rejected : ORA:Order is in {order.status} status"}
+            qty = int(jdata.get("qty") or order.qty)
+            if qty <= order.fillshares:
+                return {"request_time": _noren_time(), "stat": "Not_Ok",
+                        "emsg": "Rejected : Quantity cannot be less than the filled quantity"}
+            order.fields.update({k: jdata[k] for k in ("qty", "prc", "trgprc", "prctyp") if k in jdata})
+            if order.fields.get("prctyp") in ("LMT", "SL-LMT") and Decimal(str(order.fields.get("prc") or 0)):
+                order.fill_price = Decimal(str(order.fields["prc"]))
+            row = self._row(order, rpt="Replaced")
+            order.history.append(row)
+            message = self.feed.order_message(order, "Replaced", row)
+        self.feed.announce([message])
+        return {"request_time": _noren_time(), "stat": "Ok", "result": order.norenordno}
 
     def _record_order(self, fields: dict, rule: Rule, market: Decimal) -> FakeOrder:
         prctyp = fields["prctyp"]

@@ -18,14 +18,15 @@ from .base import (
     BookEntry,
     Broker,
     BrokerInDoubt,
-    CancelOutcome,
-    CancelResult,
     FeedListener,
+    ModifyRequest,
     OrderFeed,
     PlaceOutcome,
     PlaceRequest,
     PlaceResult,
     Position,
+    RequestOutcome,
+    RequestResult,
     add_fill,
     normalize_status,
 )
@@ -157,12 +158,30 @@ class PaperBroker(Broker):
     def order_feed(self) -> OrderFeed:
         return PaperFeed(self)
 
-    def cancel(self, broker_order_id: str) -> CancelResult:
+    def modify(self, broker_order_id: str, request: ModifyRequest) -> RequestResult:
+        order = PaperOrder.objects.filter(broker_order_id=broker_order_id).first()
+        if order is None:
+            return RequestResult(RequestOutcome.REFUSED, f"no order {broker_order_id}")
+        if order.status != "OPEN":
+            return RequestResult(RequestOutcome.REFUSED, f"order {broker_order_id} is {order.status}")
+        if request.qty <= order.filled_qty:
+            return RequestResult(RequestOutcome.REFUSED, f"qty {request.qty} is not above the {order.filled_qty} filled")
+        instrument = PaperInstrument.objects.filter(exchange=order.exchange, symbol=order.symbol).first()
+        placed = PlaceRequest(order.client_order_id, order.exchange, order.symbol, order.side, request.qty,
+                              request.order_type, order.product, request.price, request.trigger_price)
+        changed = PaperOrder.objects.filter(pk=order.pk, status="OPEN", filled_qty=order.filled_qty).update(
+            qty=request.qty, price=request.price, trigger_price=request.trigger_price,
+            fill_price=_fill_price(instrument, placed) if instrument else order.fill_price, changed_at=timezone.now())
+        if not changed:
+            return RequestResult(RequestOutcome.REFUSED, f"order {broker_order_id} is not open")
+        return RequestResult(RequestOutcome.SENT)
+
+    def cancel(self, broker_order_id: str) -> RequestResult:
         if PaperOrder.objects.filter(broker_order_id=broker_order_id, status="OPEN").update(
                 status="CANCELED", reason=USER_CANCEL_REASON, changed_at=timezone.now()):
-            return CancelResult(CancelOutcome.SENT)
+            return RequestResult(RequestOutcome.SENT)
         order = PaperOrder.objects.filter(broker_order_id=broker_order_id).values_list("status", flat=True).first()
-        return CancelResult(CancelOutcome.REFUSED, f"order {broker_order_id} is {order}" if order else
+        return RequestResult(RequestOutcome.REFUSED, f"order {broker_order_id} is {order}" if order else
                             f"no order {broker_order_id}")
 
     def _changed_rows(self, columns: str, since, where: str = "") -> list[tuple]:

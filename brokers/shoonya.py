@@ -23,10 +23,31 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from . import shoonya_session as sessions
-from .base import (BookEntry, Broker, BrokerInDoubt, BrokerUnavailable, CancelOutcome, CancelResult, PlaceOutcome,
-                   PlaceRequest, PlaceResult, Position, normalize_status)
-from .noren import (NoAnswer, NorenError, NotSent, Refused, error_message, is_no_data, is_not_ok, is_ok,
-                    is_session_expired)
+from .base import (
+    BookEntry,
+    Broker,
+    BrokerInDoubt,
+    BrokerUnavailable,
+    ModifyRequest,
+    PlaceOutcome,
+    PlaceRequest,
+    PlaceResult,
+    Position,
+    RequestOutcome,
+    RequestResult,
+    normalize_status,
+)
+from .noren import (
+    NoAnswer,
+    NorenError,
+    NotSent,
+    Refused,
+    error_message,
+    is_no_data,
+    is_not_ok,
+    is_ok,
+    is_session_expired,
+)
 
 log = logging.getLogger("orderdesk.brokers.shoonya")
 
@@ -259,23 +280,37 @@ class ShoonyaBroker(Broker):
             return PlaceResult(PlaceOutcome.REJECTED, message=message)
         raise BrokerInDoubt(f"PlaceOrder: reply without an order number or a rejection ({_shape(reply)})")
 
-    def cancel(self, broker_order_id: str) -> CancelResult:
-        values = {"ordersource": "API", "uid": sessions.user_id(), "norenordno": broker_order_id}
+    def cancel(self, broker_order_id: str) -> RequestResult:
+        return self._request("CancelOrder", {"ordersource": "API", "uid": sessions.user_id(),
+                                             "norenordno": broker_order_id})
+
+    def modify(self, broker_order_id: str, request: ModifyRequest) -> RequestResult:
+        values = {"exch": request.exchange, "norenordno": broker_order_id,
+                  "prctyp": PRICE_TYPES.get(request.order_type, ""),
+                  "prc": price_text(request.price) if request.order_type in PRICED else "0",
+                  "qty": str(request.qty), "tsym": quote_plus(request.symbol), "ret": "DAY"}
+        if request.order_type in TRIGGERED:
+            values["trgprc"] = price_text(request.trigger_price)
+        values["uid"] = sessions.user_id()
+        return self._request("ModifyOrder", values)
+
+    def _request(self, route: str, values: dict) -> RequestResult:
+        """A cancel or a modification: sent, refused (with the broker's words), or in doubt."""
         try:
-            reply = self._call("CancelOrder", values)
+            reply = self._call(route, values)
         except SessionUnavailable as exc:
-            return CancelResult(CancelOutcome.REFUSED, f"not sent: {exc}")
+            return RequestResult(RequestOutcome.REFUSED, f"not sent: {exc}")
         except NotSent as exc:
-            return CancelResult(CancelOutcome.REFUSED, f"not sent: {exc}")
+            return RequestResult(RequestOutcome.REFUSED, f"not sent: {exc}")
         except Refused as exc:
-            return CancelResult(CancelOutcome.REFUSED, str(exc))
+            return RequestResult(RequestOutcome.REFUSED, str(exc))
         except NoAnswer as exc:
-            return CancelResult(CancelOutcome.IN_DOUBT, str(exc))
+            return RequestResult(RequestOutcome.IN_DOUBT, str(exc))
         if is_ok(reply):
-            return CancelResult(CancelOutcome.SENT)
+            return RequestResult(RequestOutcome.SENT)
         if is_not_ok(reply):
-            return CancelResult(CancelOutcome.REFUSED, error_message(reply))
-        return CancelResult(CancelOutcome.IN_DOUBT, f"CancelOrder: unclear reply ({_shape(reply)})")
+            return RequestResult(RequestOutcome.REFUSED, error_message(reply))
+        return RequestResult(RequestOutcome.IN_DOUBT, f"{route}: unclear reply ({_shape(reply)})")
 
     def _read(self, route: str, values: dict) -> list[dict]:
         """A list reply; [] for the "no data" reply. Anything else raises BrokerUnavailable."""

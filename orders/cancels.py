@@ -12,7 +12,7 @@ import logging
 from django.dispatch import receiver
 from django.utils import timezone
 
-from brokers.base import CancelOutcome, CancelResult
+from brokers.base import RequestOutcome, RequestResult
 from brokers.registry import get_broker
 
 from . import broker_rate, events, lifecycle
@@ -77,13 +77,13 @@ def send_cancel(command_id: str) -> str:
         result = get_broker().cancel(order.broker_order_id)
     except Exception as exc:  # noqa: BLE001 - the book or the feed tells what became of it
         log.exception("order %s: cancel failed", command_id)
-        result = CancelResult(CancelOutcome.IN_DOUBT, f"{type(exc).__name__}: {exc}"[:200])
-    if result.outcome == CancelOutcome.REFUSED:
+        result = RequestResult(RequestOutcome.IN_DOUBT, f"{type(exc).__name__}: {exc}"[:200])
+    if result.outcome == RequestOutcome.REFUSED:
         kind, detail = EventKind.CANCEL_REFUSED, result.message or "refused"
         log.warning("order %s: the broker refused the cancel: %s", command_id, detail)
     else:
         kind = EventKind.CANCEL_SENT
-        detail = "the broker took it" if result.outcome == CancelOutcome.SENT else f"no definite answer: {result.message}"
+        detail = "the broker took it" if result.outcome == RequestOutcome.SENT else f"no definite answer: {result.message}"
     if not lifecycle.annotate(order, kind=kind, actor=ACTOR, detail=detail):
         log.info("order %s changed while its cancel was sent (%s)", command_id, detail)
     return result.outcome.value.lower()

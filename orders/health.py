@@ -17,9 +17,9 @@ from django.db import DatabaseError, connection
 from django.db.models import BooleanField, Count, ExpressionWrapper, Min, Q
 from django.utils import timezone
 
-from .models import Order, Status, WatcherLease
 from . import feedstate
 from .leases import holder_is_gone
+from .models import Order, Status, WatcherLease
 from .watcher import LEASE_NAME
 
 OK, DEGRADED, DOWN = "ok", "degraded", "down"

@@ -31,7 +31,8 @@ UNKNOWN_TAG_PREFIX = "BROKER_UNKNOWN:"
 RECOVERY_ACTOR = "watcher"
 
 # Fields only this module writes.
-STATE_FIELDS = {"tag", "broker_order_id", "filled_qty", "avg_price", "cancel_requested_at"}  # and tag_family / tag_code, from the tag
+STATE_FIELDS = {"tag", "broker_order_id", "filled_qty", "avg_price", "cancel_requested_at", "working_qty",
+                "working_price", "working_trigger_price"}  # and tag_family / tag_code, from the tag
 
 DEFAULT_KIND = {
     Status.SENT_TO_BROKER: EventKind.CLAIMED,

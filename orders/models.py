@@ -10,9 +10,9 @@ import secrets
 
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.utils.deconstruct import deconstructible
 from django.db import models
 from django.utils import timezone
+from django.utils.deconstruct import deconstructible
 
 from orderdesk.network import validate_networks
 
@@ -275,11 +275,15 @@ class Order(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True, help_text="when the submission claim was won")
     cancel_requested_at = models.DateTimeField(
         null=True, blank=True, help_text="a cancel was asked for: sent to the broker once it has the order's id")
+    # The terms the broker works with after an accepted modification (empty: as placed).
+    working_qty = models.PositiveIntegerField(null=True, blank=True, help_text="total, filled and pending")
+    working_price = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
+    working_trigger_price = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        permissions = [("cancel_order", "Can cancel an order")]
+        permissions = [("cancel_order", "Can cancel an order"), ("modify_order", "Can modify an open order")]
         constraints = [models.UniqueConstraint(fields=["alert", "leg"], name="one_order_per_alert_leg")]
         indexes = [models.Index(fields=["status", "created_at"], name="order_status_created"),
                    models.Index(fields=["symbol", "created_at"], name="order_symbol_created"),  # the blotter's search
@@ -288,6 +292,11 @@ class Order(models.Model):
 
     def __str__(self):
         return f"{self.command_id} {self.side} {self.qty} {self.symbol} [{self.status}]"
+
+    @property
+    def open_qty(self) -> int:
+        """The quantity the broker works with: as placed, or as last modified."""
+        return self.working_qty if self.working_qty is not None else self.qty
 
     def save(self, *args, **kwargs):
         if not self._state.adding:
@@ -314,6 +323,9 @@ class EventKind(models.TextChoices):
     CANCEL_REQUESTED = "CANCEL_REQUESTED"  # by a user (a queued order fails at once)
     CANCEL_SENT = "CANCEL_SENT"  # the broker took the cancel request; its CANCELED ends the order
     CANCEL_REFUSED = "CANCEL_REFUSED"  # the broker refused it (its message in the detail)
+    MODIFY_REQUESTED = "MODIFY_REQUESTED"  # by a user: new price, trigger or qty (an OrderModification)
+    MODIFIED = "MODIFIED"  # the broker took it: the working terms changed
+    MODIFY_REFUSED = "MODIFY_REFUSED"  # the broker refused it (its message in the detail)
 
 
 class OrderEvent(models.Model):
@@ -403,6 +415,26 @@ class WatcherLease(models.Model):
 
     def __str__(self):
         return f"{self.name} held by {self.owner or '-'} until {self.expires_at:%H:%M:%S}"
+
+
+class OrderModification(models.Model):
+    """One requested change of an open order's terms, and the broker's answer. The order's
+    own details never change; its working terms follow the modifications the broker took."""
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="modifications")
+    qty = models.PositiveIntegerField(null=True, blank=True, help_text="the new total (filled and pending)")
+    price = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
+    trigger_price = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
+    actor = models.CharField(max_length=64)
+    requested_at = models.DateTimeField(default=timezone.now)
+    outcome = models.CharField(max_length=16, blank=True, help_text="SENT, REFUSED, IN_DOUBT; empty while queued")
+    message = models.CharField(max_length=255, blank=True, help_text="the broker's answer")
+    answered_at = models.DateTimeField(null=True, blank=True)
+
+    def requested(self) -> str:
+        parts = [f"{name} {value}" for name, value in (("qty", self.qty), ("price", self.price),
+                                                        ("trigger_price", self.trigger_price)) if value is not None]
+        return ", ".join(parts)
 
 
 class BrokerRequest(models.Model):

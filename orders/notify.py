@@ -50,7 +50,7 @@ def _code(tag: str) -> str:
 
 
 def _order_line(order: Order) -> str:
-    filled = f", filled {order.filled_qty}/{order.qty}" if order.filled_qty else ""
+    filled = f", filled {order.filled_qty}/{order.open_qty}" if order.filled_qty else ""
     return (f"{order.strategy.name} {order.side} {order.qty} {order.exchange}:{order.symbol} {order.product}{filled} "
             f"[{order.command_id}]")
 

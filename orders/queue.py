@@ -20,6 +20,7 @@ SUBMIT_TASK = "orders.tasks.submit_order"
 WATCH_TASK = "orders.tasks.watch_orders"
 DELIVER_TASK = "orders.tasks.deliver_notifications"
 CANCEL_TASK = "orders.tasks.cancel_order"
+MODIFY_TASK = "orders.tasks.modify_order"
 
 
 def queue_in_database(using: str = DEFAULT_DB_ALIAS) -> bool:
@@ -90,16 +91,24 @@ def enqueue_delivery() -> None:
     async_task(DELIVER_TASK, task_name="notifications", broker=_broker())
 
 
-def enqueue_cancel(command_id: str) -> None:
-    """A worker sends the broker the cancel of an order (orders.cancels.send_cancel): like a
-    submission, in the caller's transaction on the ORM queue, after its commit otherwise."""
+def _enqueue_request(func: str, arg, name: str) -> None:
+    """A cancel's or a modification's broker call, for a worker: like a submission, in the
+    caller's transaction on the ORM queue, after its commit otherwise."""
     def push():
         try:
-            async_task(CANCEL_TASK, command_id, task_name=f"cancel {command_id}", broker=_broker())
+            async_task(func, arg, task_name=name, broker=_broker())
         except Exception:  # noqa: BLE001 - the request is recorded; asking again re-enqueues it
-            log.exception("could not enqueue the cancel of order %s", command_id)
+            log.exception("could not enqueue %s", name)
 
     if queue_in_database():
-        async_task(CANCEL_TASK, command_id, task_name=f"cancel {command_id}")
+        async_task(func, arg, task_name=name)
     else:
         transaction.on_commit(push)
+
+
+def enqueue_cancel(command_id: str) -> None:
+    _enqueue_request(CANCEL_TASK, command_id, f"cancel {command_id}")
+
+
+def enqueue_modify(modification_id: int) -> None:
+    _enqueue_request(MODIFY_TASK, modification_id, f"modify {modification_id}")

@@ -233,3 +233,26 @@ cancel_all_schema = extend_schema(
         **error_responses(400, *AUTHENTICATED_ERRORS, e400="`strategy` or `symbol` is not a string"),
     },
 )
+
+
+modify_schema = extend_schema(
+    summary="Modify an open LIMIT, SL or SL-M order (permission orders.modify_order)",
+    request=inline_serializer("ModifyRequest", {
+        "price": serializers.DecimalField(PRICE_MAX_DIGITS, PRICE_DECIMALS, required=False,
+                                          help_text="the new limit price (LIMIT, SL)"),
+        "trigger_price": serializers.DecimalField(PRICE_MAX_DIGITS, PRICE_DECIMALS, required=False,
+                                                  help_text="the new trigger price (SL, SL-M)"),
+        "qty": serializers.IntegerField(required=False, min_value=1,
+                                        help_text="the new total quantity, filled and pending"),
+    }),
+    responses={
+        202: OpenApiResponse(inline_serializer("ModifyAccepted", {
+            "command_id": serializers.CharField(), "modification": serializers.IntegerField(),
+            "requested": serializers.CharField()}),
+            description="recorded; a worker asks the broker (the order's events say what it answered)"),
+        **error_responses(400, *AUTHENTICATED_ERRORS, 404, 409,
+                          e400="not a valid change for this order (its type, the filled quantity, a number)",
+                          e404="no order with this command_id",
+                          e409="the order has ended, or is not at the broker yet (or in doubt)"),
+    },
+)

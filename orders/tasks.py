@@ -3,7 +3,7 @@
 from django.conf import settings
 from django_q.conf import Conf
 
-from . import cancels, notify, submission, watcher
+from . import cancels, modifications, notify, submission, watcher
 from .queue import enqueue_watcher
 
 
@@ -13,6 +13,10 @@ def submit_order(command_id: str) -> str:
 
 def cancel_order(command_id: str) -> str:
     return cancels.send_cancel(command_id)
+
+
+def modify_order(modification_id: int) -> str:
+    return modifications.send_modify(modification_id)
 
 
 def watcher_slice_seconds() -> float:

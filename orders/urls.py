@@ -16,6 +16,7 @@ urlpatterns = [
     # Command ids are hex: anything else (a NUL, which PostgreSQL refuses in a query) is a 404.
     path("orders/<slug:command_id>/", views.OrderDetailView.as_view(), name="order-detail"),
     path("orders/<slug:command_id>/cancel/", views.OrderCancelView.as_view(), name="order-cancel"),
+    path("orders/<slug:command_id>/modify/", views.OrderModifyView.as_view(), name="order-modify"),
     path("health/", HealthView.as_view(), name="health"),
     path("token/", views.TokenView.as_view(), name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

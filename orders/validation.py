@@ -275,3 +275,23 @@ _SECRET_IN_TEXT = re.compile(r"""((["']?)secret\2\s*[:=]\s*)("(?:[^"\\]|\\.)*"|'
 def redact_text(text: str, cap: int = 4096) -> str:
     """A raw body we could not parse, with anything that looks like the secret hidden."""
     return _SECRET_IN_TEXT.sub(r'\1"***"', text[:cap])
+
+
+def validate_modification(data) -> tuple[dict, dict]:
+    """({qty, price, trigger_price} given, {field: problems}) of a modification's body, with the
+    intake's own rules for each number (JSON numbers arrive as Decimals, as at the webhook)."""
+    if not isinstance(data, dict):
+        return {}, {"non_field_errors": ["the body must be an object with price, trigger_price and/or qty"]}
+    errors: dict = {}
+    unknown = sorted(set(data) - {"qty", "price", "trigger_price"})
+    if unknown:
+        errors["non_field_errors"] = [f"unknown field(s): {', '.join(map(str, unknown))}"]
+    values = {}
+    if data.get("qty") is not None:
+        values["qty"] = _qty(data["qty"], errors)
+    for key in ("price", "trigger_price"):
+        if data.get(key) is not None:
+            values[key] = _price(data[key], key, errors)
+    if not values and not errors:
+        errors["non_field_errors"] = ["give price, trigger_price and/or qty"]
+    return ({k: v for k, v in values.items() if v is not None}, errors)

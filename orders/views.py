@@ -12,19 +12,21 @@ from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRen
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import cancels
+from . import cancels, modifications
 from .export import csv_response
 from .models import Order, OrderEvent, Status
 from .schema import (
     cancel_all_schema,
     cancel_schema,
     explain_schema,
+    modify_schema,
     order_detail_schema,
     order_list_schema,
     token_schema,
     webhook_schema,
 )
 from .serializers import CancelAllSerializer, OrderDetailSerializer, OrderSerializer
+from .validation import validate_modification
 from .webhook import receive_webhook
 
 
@@ -156,6 +158,35 @@ class OrderCancelView(APIView):
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         order.refresh_from_db()
         return Response(_cancelled(order, outcome))
+
+
+class CanModifyOrders(permissions.BasePermission):
+    message = "modifying orders needs the permission orders.modify_order"
+
+    def has_permission(self, request, view):
+        return bool(request.user and request.user.is_authenticated and request.user.has_perm("orders.modify_order"))
+
+
+class OrderModifyView(APIView):
+    """POST price, trigger_price and/or qty (the new total): a worker asks the broker."""
+
+    permission_classes = [CanModifyOrders]
+
+    @modify_schema
+    def post(self, request, command_id):
+        order = get_object_or_404(Order, command_id=command_id)
+        values, errors = validate_modification(request.data)
+        if errors:
+            return Response({"errors": errors}, status=status.HTTP_400_BAD_REQUEST)
+        try:
+            with transaction.atomic():
+                modification = modifications.request_modify(order, f"api:{request.user.get_username()}"[:64],
+                                                             **values)
+        except modifications.NotModifiable as exc:
+            return Response({"detail": str(exc)},
+                            status=status.HTTP_409_CONFLICT if exc.conflict else status.HTTP_400_BAD_REQUEST)
+        return Response({"command_id": order.command_id, "modification": modification.pk,
+                         "requested": modification.requested()}, status=status.HTTP_202_ACCEPTED)
 
 
 class OrderCancelAllView(APIView):

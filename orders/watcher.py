@@ -65,7 +65,7 @@ def checkpoint_sqlite_wal() -> None:
 # --- one pass -----------------------------------------------------------------------------
 
 def _fill_suffix(entry: BookEntry, order: Order) -> str:
-    return f"filled {entry.filled_qty}/{order.qty}"
+    return f"filled {entry.filled_qty}/{order.open_qty}"
 
 
 _AVG_QUANTUM = Decimal(1).scaleb(-Order._meta.get_field("avg_price").decimal_places)
@@ -288,7 +288,7 @@ class OrderWatcher:
         fills = {"filled_qty": entry.filled_qty, "avg_price": entry.avg_price, "fill_id": entry.fill_id}
         reason = entry.reason or entry.raw_status
         if entry.status == BookStatus.COMPLETE:
-            self._move(order, Status.EXECUTED, filled_qty=entry.filled_qty or order.qty, avg_price=entry.avg_price,
+            self._move(order, Status.EXECUTED, filled_qty=entry.filled_qty or order.open_qty, avg_price=entry.avg_price,
                        fill_id=entry.fill_id)
         elif entry.status == BookStatus.REJECTED:
             self._move(order, Status.FAILED, kind=EventKind.BROKER_REJECTED, tag=f"BROKER_REJECTED:{reason}", **fills)
@@ -321,7 +321,7 @@ class OrderWatcher:
             if entry.status in (BookStatus.OPEN, BookStatus.COMPLETE):
                 to = Status.EXECUTED if entry.status == BookStatus.COMPLETE else Status.SENT_TO_BROKER
                 self._guarded(order, self._move, order, to, broker_order_id=entry.broker_order_id,
-                              filled_qty=entry.filled_qty or (order.qty if to == Status.EXECUTED else 0),
+                              filled_qty=entry.filled_qty or (order.open_qty if to == Status.EXECUTED else 0),
                               avg_price=entry.avg_price, tag=tag)
             else:
                 self._guarded(order, self._reopen_and_apply, order, entry, tag)

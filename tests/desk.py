@@ -14,10 +14,14 @@ from tests.factories import trail
 WEBHOOK_CREATED = ("CREATED", "", "CREATED", "", "webhook")
 
 
-def leg(symbol="RELIANCE-EQ", side="BUY", qty=10, product="MIS", price=None):
+def leg(symbol="RELIANCE-EQ", side="BUY", qty=10, product="MIS", price=None, order_type=None, trigger_price=None):
     fields = {"symbol": symbol, "side": side, "qty": qty, "product": product, "order_type": "MARKET"}
     if price is not None:
         fields.update(order_type="LIMIT", price=str(price))
+    if trigger_price is not None:
+        fields["trigger_price"] = str(trigger_price)
+    if order_type is not None:
+        fields["order_type"] = order_type
     return fields
 
 

@@ -26,7 +26,8 @@ def token(transactional_db, live_server):
     import requests
 
     user = User.objects.create_user("fuzz", password="fuzz-password-0123456789", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="cancel_order"))  # cancels answer 200 and 409
+    # cancels and modifications answer 200/202 and 409 too
+    user.user_permissions.add(*Permission.objects.filter(codename__in=["cancel_order", "modify_order"]))
     StrategyFactory(name="demo")
     leg = {"symbol": "RELIANCE-EQ", "side": "BUY", "qty": 1, "product": "MIS"}
     for execution_type in ("ENTRY", "EXIT"):  # the EXIT is blocked: no position
@@ -54,6 +55,7 @@ def test_schema_lists_every_endpoint_with_its_errors(client):
         ("/api/webhook/", "post"), ("/api/orders/", "get"), ("/api/orders/{command_id}/", "get"),
         ("/api/health/", "get"), ("/api/token/", "post"), ("/api/webhook/explain/", "post"),
         ("/api/orders/{command_id}/cancel/", "post"), ("/api/orders/cancel-all/", "post"),
+        ("/api/orders/{command_id}/modify/", "post"),
     }
     webhook = operations[("/api/webhook/", "post")]
     assert {"200", "201", "400", "401", "403", "413", "415", "429", "503"} <= set(webhook["responses"])

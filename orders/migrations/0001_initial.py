@@ -3,8 +3,9 @@
 import django.core.serializers.json
 import django.db.models.deletion
 import django.utils.timezone
-import orders.models
 from django.db import migrations, models
+
+import orders.models
 
 
 class Migration(migrations.Migration):
