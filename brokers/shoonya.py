@@ -285,13 +285,13 @@ class ShoonyaBroker(Broker):
                                              "norenordno": broker_order_id})
 
     def modify(self, broker_order_id: str, request: ModifyRequest) -> RequestResult:
-        values = {"exch": request.exchange, "norenordno": broker_order_id,
-                  "prctyp": PRICE_TYPES.get(request.order_type, ""),
-                  "prc": price_text(request.price) if request.order_type in PRICED else "0",
-                  "qty": str(request.qty), "tsym": quote_plus(request.symbol), "ret": "DAY"}
+        # The official client's ModifyOrder jData, keys in its order.
+        values = {"ordersource": "API", "uid": sessions.user_id(), "actid": sessions.account_id(),
+                  "norenordno": broker_order_id, "exch": request.exchange, "tsym": quote_plus(request.symbol),
+                  "qty": str(request.qty), "prctyp": PRICE_TYPES.get(request.order_type, ""),
+                  "prc": price_text(request.price) if request.order_type in PRICED else "0"}
         if request.order_type in TRIGGERED:
             values["trgprc"] = price_text(request.trigger_price)
-        values["uid"] = sessions.user_id()
         return self._request("ModifyOrder", values)
 
     def _request(self, route: str, values: dict) -> RequestResult:

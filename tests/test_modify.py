@@ -134,8 +134,8 @@ def test_shoonya_modify_order_sends_the_total_qty_and_the_terms_as_placed(shoony
     assert modify(api, order, price="816.25").status_code == 202
     desk.run_queue()
     (call,) = shoonya_legacy.calls_to("ModifyOrder")
-    assert call.jdata == {"exch": "NSE", "norenordno": order.broker_order_id, "prctyp": "LMT", "prc": "816.25",
-                          "qty": "10", "tsym": "SBIN-EQ", "ret": "DAY", "uid": "FT4242"}
+    assert call.jdata == {"ordersource": "API", "uid": "FT4242", "actid": "FT4242", "norenordno": order.broker_order_id,
+                          "exch": "NSE", "tsym": "SBIN-EQ", "qty": "10", "prctyp": "LMT", "prc": "816.25"}
     assert Order.objects.get(pk=order.pk).working_price == Decimal("816.25")
     shoonya_legacy.complete(order.command_id)
     OrderWatcher().poll_once()

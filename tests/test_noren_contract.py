@@ -234,3 +234,27 @@ def official_for_legacy(shoonya_legacy):
     api.get_order_book()
     return fake, last_call(fake, "OrderBook")
 
+
+
+def test_modify_and_cancel_are_the_same_requests(official):
+    from brokers.base import ModifyRequest, RequestOutcome
+
+    official, fake = official
+    fake.fill_delay_s = 3600
+    broker = get_broker()
+    placed = broker.place(PlaceRequest(client_order_id="cmd-modify", exchange="NSE", symbol="M&M-EQ", side="BUY",
+                                       qty=10, order_type="SL", product="MIS", price=Decimal("2890.10"),
+                                       trigger_price=Decimal("2885")))
+    order_id = placed.broker_order_id
+    assert official.modify_order(orderno=order_id, exchange="NSE", tradingsymbol="M&M-EQ", newquantity=12,
+                                 newprice_type="SL-LMT", newprice="2891.50", newtrigger_price="2886.00") is not None
+    theirs = last_call(fake, "ModifyOrder")
+    result = broker.modify(order_id, ModifyRequest("NSE", "M&M-EQ", "SL", 12, Decimal("2891.5"), Decimal("2886")))
+    assert result.outcome == RequestOutcome.SENT
+    assert_same_request(theirs, last_call(fake, "ModifyOrder"))
+
+    assert official.cancel_order(order_id) is not None
+    theirs = last_call(fake, "CancelOrder")
+    refused = broker.cancel(order_id)  # cancelled already by the official client: refused, in Noren's words
+    assert (refused.outcome, refused.message) == (RequestOutcome.REFUSED, "Rejected : ORA:Order is in CANCELED status")
+    assert_same_request(theirs, last_call(fake, "CancelOrder"))
