@@ -92,63 +92,51 @@ class InDoubtFilter(admin.SimpleListFilter):
         return queryset
 
 
-class OrderEventInline(admin.TabularInline):
-    model = OrderEvent
-    fields = ["at_ms", "kind", "from_status", "to_status", "tag", "actor", "detail"]
-    readonly_fields = fields
+class ReadOnlyInline(admin.TabularInline):
+    """Rows of an order's record on its page: listed oldest first, never added or changed."""
+
     extra = 0
     can_delete = False
     ordering = ["id"]
 
-    @admin.display(description="at (IST)", ordering="at")
-    def at_ms(self, obj):
-        return ist_ms(obj.at)
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields
 
     def has_add_permission(self, request, obj=None):
         return False
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+class OrderEventInline(ReadOnlyInline):
+    model = OrderEvent
+    fields = ["at_ms", "kind", "from_status", "to_status", "tag", "actor", "detail"]
+
+    @admin.display(description="at (IST)", ordering="at")
+    def at_ms(self, obj):
+        return ist_ms(obj.at)
 
 
 STATUS_COLOURS = {Status.CREATED: "#6c757d", Status.SENT_TO_BROKER: "#0d6efd", Status.EXECUTED: "#198754",
                   Status.FAILED: "#dc3545"}
 ORDER_FIELDS = ["command_id", "alert", "leg", "strategy", "source", "execution_type", "exchange", "symbol", "side",
                 "qty", "order_type", "price", "trigger_price", "product", "status", "tag", "tag_family", "tag_code",
-                "broker_order_id", "filled_qty", "avg_price", "created_at", "sent_at", "updated_at"]
+                "broker_order_id", "filled_qty", "avg_price", "working_qty", "working_price", "working_trigger_price",
+                "cancel_requested_at", "created_at", "sent_at", "updated_at"]
 JOURNEY = [("claimed", EventKind.CLAIMED), ("broker ack", EventKind.BROKER_ACCEPTED)]
 
 
-class ModificationInline(admin.TabularInline):
+class ModificationInline(ReadOnlyInline):
     """Each requested change of the order's terms, and what the broker answered."""
 
     model = OrderModification
     fields = ["requested_at", "actor", "qty", "price", "trigger_price", "outcome", "message", "answered_at"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    ordering = ["id"]
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
-class FillInline(admin.TabularInline):
+class FillInline(ReadOnlyInline):
     model = Fill
     fields = ["at_ms", "qty", "price", "cum_qty", "realized_pnl", "broker_fill_id"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    ordering = ["id"]
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="at (IST)", ordering="at")
     def at_ms(self, obj):

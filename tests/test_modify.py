@@ -141,3 +141,12 @@ def test_shoonya_modify_order_sends_the_total_qty_and_the_terms_as_placed(shoony
     OrderWatcher().poll_once()
     executed = Order.objects.get(pk=order.pk)
     assert (executed.status, executed.avg_price) == (Status.EXECUTED, Decimal("816.25"))
+
+
+def test_the_order_page_lists_its_modifications_and_working_terms(desk, api, settings, admin_client):
+    order = working(desk, settings, order_type="LIMIT", price="2900", qty=10)
+    modify(api, order, price="2905", qty=8)
+    desk.run_queue()
+    page = admin_client.get(f"/admin/orders/order/{order.pk}/change/").content.decode()
+    assert "api:ops" in page and "SENT" in page and "2905" in page
+    assert admin_client.post(f"/admin/orders/order/{order.pk}/change/", {}).status_code == 403
