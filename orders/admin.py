@@ -3,7 +3,6 @@
 from collections import Counter
 
 from django.contrib import admin, messages
-from django.db import transaction
 from django.db.models import Count
 from django.http import HttpResponseRedirect
 from django.utils import timezone
@@ -242,14 +241,8 @@ class OrderAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Cancel the selected orders", permissions=["cancel"])
     def cancel_orders(self, request, queryset):
-        actor, outcomes, ended = f"admin:{request.user.get_username()}"[:64], Counter(), 0
-        for order in queryset.filter(status__in=[Status.CREATED, Status.SENT_TO_BROKER]).order_by("id"):
-            try:
-                with transaction.atomic():
-                    outcomes[cancels.request_cancel(order, actor)] += 1
-            except cancels.NotCancellable:
-                ended += 1
-        ended += queryset.exclude(status__in=[Status.CREATED, Status.SENT_TO_BROKER]).count()
+        acted = cancels.cancel_each(queryset, f"admin:{request.user.get_username()}"[:64])
+        outcomes, ended = Counter(outcome for _, outcome in acted), queryset.count() - len(acted)
         said = {cancels.CANCELLED: "cancelled before they were sent", cancels.REQUESTED: "sent to the broker",
                 cancels.WAITING: "to be sent once the broker's id is known"}
         parts = [f"{n} {said[outcome]}" for outcome, n in outcomes.items()] + (

@@ -9,6 +9,7 @@ I/O here but in `send_cancel`, which a django-q2 worker runs.
 
 import logging
 
+from django.db import transaction
 from django.dispatch import receiver
 from django.utils import timezone
 
@@ -57,12 +58,27 @@ def request_cancel(order: Order, actor: str) -> str:
 
 
 def open_orders(strategy: str | None = None, symbol: str | None = None):
-    orders = Order.objects.filter(status__in=[Status.CREATED, Status.SENT_TO_BROKER]).order_by("id")
+    orders = Order.objects.all()
     if strategy:
         orders = orders.filter(strategy__name=strategy)
     if symbol:
         orders = orders.filter(symbol__iexact=symbol)
     return orders
+
+
+def cancel_each(orders, actor: str) -> list[tuple[Order, str]]:
+    """Cancel every open order of a queryset, each in its own transaction; (the order as it
+    now is, the outcome) for each one acted on. Orders that ended meanwhile are passed over."""
+    acted = []
+    for order in orders.filter(status__in=[Status.CREATED, Status.SENT_TO_BROKER]).order_by("id"):
+        try:
+            with transaction.atomic():
+                outcome = request_cancel(order, actor)
+        except NotCancellable:
+            continue
+        order.refresh_from_db()
+        acted.append((order, outcome))
+    return acted
 
 
 def send_cancel(command_id: str) -> str:

@@ -132,11 +132,22 @@ class OrderDetailView(generics.RetrieveAPIView):
     )
 
 
-class CanCancelOrders(permissions.BasePermission):
-    message = "cancelling orders needs the permission orders.cancel_order"
+def needs_permission(perm: str, what: str) -> type[permissions.BasePermission]:
+    class HasPermission(permissions.BasePermission):
+        message = f"{what} needs the permission {perm}"
 
-    def has_permission(self, request, view):
-        return bool(request.user and request.user.is_authenticated and request.user.has_perm("orders.cancel_order"))
+        def has_permission(self, request, view):
+            return bool(request.user and request.user.is_authenticated and request.user.has_perm(perm))
+
+    return HasPermission
+
+
+CanCancelOrders = needs_permission("orders.cancel_order", "cancelling orders")
+CanModifyOrders = needs_permission("orders.modify_order", "modifying orders")
+
+
+def _actor(request) -> str:
+    return f"api:{request.user.get_username()}"[:64]
 
 
 def _cancelled(order: Order, outcome: str) -> dict:
@@ -153,18 +164,11 @@ class OrderCancelView(APIView):
         order = get_object_or_404(Order, command_id=command_id)
         try:
             with transaction.atomic():
-                outcome = cancels.request_cancel(order, f"api:{request.user.get_username()}"[:64])
+                outcome = cancels.request_cancel(order, _actor(request))
         except cancels.NotCancellable as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         order.refresh_from_db()
         return Response(_cancelled(order, outcome))
-
-
-class CanModifyOrders(permissions.BasePermission):
-    message = "modifying orders needs the permission orders.modify_order"
-
-    def has_permission(self, request, view):
-        return bool(request.user and request.user.is_authenticated and request.user.has_perm("orders.modify_order"))
 
 
 class OrderModifyView(APIView):
@@ -180,8 +184,7 @@ class OrderModifyView(APIView):
             return Response({"errors": errors}, status=status.HTTP_400_BAD_REQUEST)
         try:
             with transaction.atomic():
-                modification = modifications.request_modify(order, f"api:{request.user.get_username()}"[:64],
-                                                             **values)
+                modification = modifications.request_modify(order, _actor(request), **values)
         except modifications.NotModifiable as exc:
             return Response({"detail": str(exc)},
                             status=status.HTTP_409_CONFLICT if exc.conflict else status.HTTP_400_BAD_REQUEST)
@@ -198,16 +201,8 @@ class OrderCancelAllView(APIView):
     def post(self, request):
         query = CancelAllSerializer(data=request.data)
         query.is_valid(raise_exception=True)
-        actor, acted = f"api:{request.user.get_username()}"[:64], []
-        for order in cancels.open_orders(**query.validated_data):
-            try:
-                with transaction.atomic():
-                    outcome = cancels.request_cancel(order, actor)
-            except cancels.NotCancellable:
-                continue  # ended meanwhile
-            order.refresh_from_db()
-            acted.append(_cancelled(order, outcome))
-        return Response({"orders": acted})
+        acted = cancels.cancel_each(cancels.open_orders(**query.validated_data), _actor(request))
+        return Response({"orders": [_cancelled(order, outcome) for order, outcome in acted]})
 
 
 class TokenView(ObtainAuthToken):
