@@ -153,7 +153,9 @@ def quick_auth(client: NorenClient) -> Session:
 
 
 def gen_acs_tok(client: NorenClient, code: str) -> Session:
-    """OAuth: trade the login page's auth code for an access token; stores the session."""
+    """OAuth: trade the login page's auth code for an access token; stores the session.
+    The reply's refresh_token is not kept: the Noren API has no route that takes it (the
+    official client has none either), so an expired token needs a new login."""
     code = code.strip()
     if not code:
         raise LoginFailed("no auth code given")

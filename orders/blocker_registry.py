@@ -1,6 +1,6 @@
 """The blockers every intake runs, the claim-time check and the kill switch's control, from
-the settings (ORDERDESK_BLOCKERS, ORDERDESK_CLAIM_GUARD, ORDERDESK_KILL_SWITCH_CONTROL: dotted
-paths), loaded once per process as brokers/registry.py loads brokers. The only way orders
+the settings (ORDERDESK_BLOCKERS, ORDERDESK_CLAIM_GUARD, ORDERDESK_KILL_SWITCH_CONTROL,
+ORDERDESK_MODIFY_CHECK: dotted paths), loaded once per process as brokers/registry.py loads brokers. The only way orders
 reaches risk."""
 
 from functools import cache
@@ -39,6 +39,11 @@ def claim_guard():
     return _imported("ORDERDESK_CLAIM_GUARD", settings.ORDERDESK_CLAIM_GUARD)
 
 
+def modification_check():
+    """check(order, *, qty, price, trigger_price) -> a Verdict refusing the new terms, or None."""
+    return _imported("ORDERDESK_MODIFY_CHECK", settings.ORDERDESK_MODIFY_CHECK)
+
+
 def kill_switch_control():
     """set_mode(mode, *, actor, strategy=None): throw a kill switch, recorded with who."""
     return _imported("ORDERDESK_KILL_SWITCH_CONTROL", settings.ORDERDESK_KILL_SWITCH_CONTROL)
@@ -46,6 +51,7 @@ def kill_switch_control():
 
 @receiver(setting_changed)
 def _reload(*, setting, **kwargs):
-    if setting in ("ORDERDESK_BLOCKERS", "ORDERDESK_CLAIM_GUARD", "ORDERDESK_KILL_SWITCH_CONTROL"):
+    if setting in ("ORDERDESK_BLOCKERS", "ORDERDESK_CLAIM_GUARD", "ORDERDESK_KILL_SWITCH_CONTROL",
+                   "ORDERDESK_MODIFY_CHECK"):
         _blockers.cache_clear()
         _imported.cache_clear()

@@ -432,8 +432,10 @@ class OrderModification(models.Model):
     answered_at = models.DateTimeField(null=True, blank=True)
 
     def requested(self) -> str:
-        parts = [f"{name} {value}" for name, value in (("qty", self.qty), ("price", self.price),
-                                                        ("trigger_price", self.trigger_price)) if value is not None]
+        # 2900, not 2900.0000 as the column gives it back: the same words before and after a save
+        parts = [f"{name} {value if isinstance(value, int) else format(value.normalize(), 'f')}"
+                 for name, value in (("qty", self.qty), ("price", self.price), ("trigger_price", self.trigger_price))
+                 if value is not None]
         return ", ".join(parts)
 
 

@@ -15,6 +15,7 @@ from brokers.base import ModifyRequest, RequestOutcome, RequestResult
 from brokers.registry import get_broker
 
 from . import broker_rate, lifecycle
+from .blocker_registry import modification_check
 from .models import TERMINAL_STATUSES, EventKind, Order, OrderModification, OrderType, Status
 from .queue import enqueue_modify
 
@@ -47,6 +48,9 @@ def request_modify(order: Order, actor: str, *, qty: int | None = None, price=No
         raise NotModifiable(f"a {order.order_type} order has no trigger price")
     if qty is not None and qty <= order.filled_qty:
         raise NotModifiable(f"qty {qty} must be above the {order.filled_qty} already filled (it is the total)")
+    refusal = modification_check()(order, qty=qty, price=price, trigger_price=trigger_price)
+    if refusal:
+        raise NotModifiable(f"{refusal.tag} ({refusal.detail})" if refusal.detail else refusal.tag)
     modification = OrderModification.objects.create(order=order, qty=qty, price=price, trigger_price=trigger_price,
                                                     actor=actor[:64])
     if not lifecycle.annotate(order, kind=EventKind.MODIFY_REQUESTED, actor=actor, detail=modification.requested()):

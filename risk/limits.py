@@ -477,35 +477,7 @@ def _check_order(scope: Scope, order: Order, quotes: dict, passed: list) -> list
         results.append(scope.max_loss())
         if limits.cooldown_min:
             results.append(scope.cooldown())
-    if limits.max_qty is not None:
-        over = order.qty > limits.max_qty
-        results.append(("QTY_LIMIT", Verdict(f"RISK_BLOCKED:QTY_LIMIT{label} qty {order.qty} > {limits.max_qty}",
-                                             f"{order.side} {order.qty} {order.symbol}; limit {limits.max_qty} "
-                                             "per order") if over else None))
-    if limits.max_notional is not None:
-        price = _price_of(order, quotes)
-        if price is None:
-            cap = _money(limits.max_notional)
-            results.append(("PRICE_UNKNOWN", _price_unknown(order, label,
-                                                            f"notional cap {cap}: no limit price and no known price")))
-        else:
-            notional = price * order.qty
-            over = notional > limits.max_notional
-            results.append(("NOTIONAL_LIMIT", Verdict(
-                f"RISK_BLOCKED:NOTIONAL_LIMIT{label} {_money(notional)} > {_money(limits.max_notional)}",
-                f"{order.qty} x {_price(price)} = {_money(notional)}") if over else None))
-    if limits.price_band_pct is not None and order.price is not None:
-        quote = quotes.get((order.exchange, order.symbol))
-        if quote is None:
-            results.append(("PRICE_UNKNOWN", _price_unknown(order, label,
-                                                            f"price band {limits.price_band_pct}%: no known price")))
-        else:
-            off = abs(order.price - quote.price) / quote.price * 100
-            over = off > limits.price_band_pct
-            results.append(("PRICE_BAND", Verdict(
-                f"RISK_BLOCKED:PRICE_BAND{label} {_price(order.price)} is {off:.2f}% from {_price(quote.price)} > "
-                f"{limits.price_band_pct}%", f"latest price {_price(quote.price)} at {quote.at:%H:%M:%S} UTC")
-                if over else None))
+    results += _check_terms(limits, label, order, quotes)
     if limits.max_orders_per_min is not None and not (order.source == Source.SYSTEM and not entry):
         count = scope.figures().recent_orders + len(passed) + 1
         over = count > limits.max_orders_per_min
@@ -521,6 +493,65 @@ def _check_order(scope: Scope, order: Order, quotes: dict, passed: list) -> list
             f"open or opening: {', '.join(sorted(f'{e}:{s}' for e, s, _ in open_now))}") if over else None))
     return results
 
+
+def _check_terms(limits: RiskLimits, label: str, order: Order, quotes: dict, *,
+                 qty=True, notional=True, band=True) -> list[tuple[str, Verdict | None]]:
+    """The checks of one order's own terms: the per-order qty and notional caps, the price band."""
+    results = []
+    if qty and limits.max_qty is not None:
+        over = order.qty > limits.max_qty
+        results.append(("QTY_LIMIT", Verdict(f"RISK_BLOCKED:QTY_LIMIT{label} qty {order.qty} > {limits.max_qty}",
+                                             f"{order.side} {order.qty} {order.symbol}; limit {limits.max_qty} "
+                                             "per order") if over else None))
+    if notional and limits.max_notional is not None:
+        price = _price_of(order, quotes)
+        if price is None:
+            cap = _money(limits.max_notional)
+            results.append(("PRICE_UNKNOWN", _price_unknown(order, label,
+                                                            f"notional cap {cap}: no limit price and no known price")))
+        else:
+            notional = price * order.qty
+            over = notional > limits.max_notional
+            results.append(("NOTIONAL_LIMIT", Verdict(
+                f"RISK_BLOCKED:NOTIONAL_LIMIT{label} {_money(notional)} > {_money(limits.max_notional)}",
+                f"{order.qty} x {_price(price)} = {_money(notional)}") if over else None))
+    if band and limits.price_band_pct is not None and order.price is not None:
+        quote = quotes.get((order.exchange, order.symbol))
+        if quote is None:
+            results.append(("PRICE_UNKNOWN", _price_unknown(order, label,
+                                                            f"price band {limits.price_band_pct}%: no known price")))
+        else:
+            off = abs(order.price - quote.price) / quote.price * 100
+            over = off > limits.price_band_pct
+            results.append(("PRICE_BAND", Verdict(
+                f"RISK_BLOCKED:PRICE_BAND{label} {_price(order.price)} is {off:.2f}% from {_price(quote.price)} > "
+                f"{limits.price_band_pct}%", f"latest price {_price(quote.price)} at {quote.at:%H:%M:%S} UTC")
+                if over else None))
+    return results
+
+
+def check_modification(order: Order, *, qty: int | None = None, price=None, trigger_price=None) -> Verdict | None:
+    """What the strategy's and the account's limits say of an open order's new terms, as they
+    would say it of a new order with them: a new price must lie in the price band, a larger
+    quantity or notional under the caps; a change that only reduces the order passes. (A
+    trigger price is not banded, at intake either.)"""
+    current_price = order.working_price if order.working_price is not None else order.price
+    terms = copy.copy(order)  # never saved: orders are immutable
+    terms.qty = qty if qty is not None else order.open_qty
+    terms.price = price if price is not None else current_price
+    grows = terms.qty > order.open_qty
+    costs_more = grows or (price is not None and current_price is not None
+                           and price * terms.qty > current_price * order.open_qty)
+    scopes = [row for row in limits_of(order.strategy) if row.configured()]
+    wanted = {(order.exchange, order.symbol)} if any(r.max_notional or r.price_band_pct for r in scopes) else set()
+    quotes = latest_prices(wanted) if wanted else {}
+    for row in scopes:
+        label = " account" if row.is_account else ""
+        for _, verdict in _check_terms(row, label, terms, quotes, qty=grows, notional=costs_more,
+                                       band=price is not None):
+            if verdict:
+                return verdict
+    return None
 
 def live_state(limits: RiskLimits) -> str:
     """What the limits are checked against right now, for the admin: today's P&L, losing

@@ -12,6 +12,7 @@ from brokers.models import PaperOrder
 from orders.models import EventKind, Order, OrderModification, Status
 from orders.queue import MODIFY_TASK
 from orders.watcher import OrderWatcher
+from risk.services import set_limits
 from tests.factories import trail
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("paper_instruments")]
@@ -150,3 +151,21 @@ def test_the_order_page_lists_its_modifications_and_working_terms(desk, api, set
     page = admin_client.get(f"/admin/orders/order/{order.pk}/change/").content.decode()
     assert "api:ops" in page and "SENT" in page and "2905" in page
     assert admin_client.post(f"/admin/orders/order/{order.pk}/change/", {}).status_code == 403
+
+
+def test_the_risk_limits_judge_new_terms_as_they_would_a_new_orders(desk, api, settings, strategy):
+    order = working(desk, settings, order_type="LIMIT", price="2950", qty=10)
+    set_limits(strategy, actor="test", price_band_pct=Decimal(5), max_qty=8)  # tightened after it was placed
+    reply = modify(api, order, price="3245")
+    assert reply.status_code == 400
+    assert reply.json()["detail"].startswith("RISK_BLOCKED:PRICE_BAND 3245.00 is 10.00% from 2950.00 > 5.00%")
+    reply = modify(api, order, qty=12)
+    assert (reply.status_code, reply.json()["detail"]) == (400, "RISK_BLOCKED:QTY_LIMIT qty 12 > 8 "
+                                                                "(BUY 12 RELIANCE-EQ; limit 8 per order)")
+    set_limits(None, actor="test", max_notional=Decimal(30000))
+    reply = modify(api, order, price="3010")  # in the band, but 10 x 3010 > 30000 for the account
+    assert reply.json()["detail"].startswith("RISK_BLOCKED:NOTIONAL_LIMIT account 30100.00 > 30000.00 (10 x 3010.00")
+    assert not OrderModification.objects.exists() and desk.run_queue() == []
+    assert modify(api, order, qty=9).status_code == 202  # smaller: passes though still over the new cap
+    assert modify(api, order, price="2900").status_code == 202  # in the band, and cheaper
+    assert [m.requested() for m in OrderModification.objects.order_by("pk")] == ["qty 9", "price 2900"]
