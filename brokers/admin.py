@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import BrokerSession, PaperInstrument, PaperOrder
+from .models import BrokerSession, FreezeQuantity, Instrument, InstrumentMaster, PaperInstrument, PaperOrder
 
 
 @admin.register(PaperInstrument)
@@ -45,3 +45,40 @@ class BrokerSessionAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Instrument)
+class InstrumentAdmin(ReadOnlyAdmin):
+    """The symbol master, as `manage.py sync_instruments` last loaded it."""
+
+    list_display = ["exchange", "trading_symbol", "symbol", "instrument_type", "expiry", "strike", "option_type",
+                    "lot_size", "tick_size", "freeze_qty", "token"]
+    list_filter = ["exchange", "instrument_type", "option_type"]
+    search_fields = ["trading_symbol", "symbol", "=token"]
+    show_full_result_count = False  # a count of ~100,000 rows on every page is wasted work
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(InstrumentMaster)
+class InstrumentMasterAdmin(ReadOnlyAdmin):
+    list_display = ["exchange", "rows", "synced_at", "attempted_at", "error"]
+
+
+@admin.register(FreezeQuantity)
+class FreezeQuantityAdmin(admin.ModelAdmin):
+    """Freeze quantities by underlying, for instruments whose master row has none."""
+
+    list_display = ["exchange", "symbol", "freeze_qty", "updated_at"]
+    list_editable = ["freeze_qty"]
+    list_filter = ["exchange"]
+    search_fields = ["symbol"]

@@ -1,4 +1,5 @@
-"""The paper broker's own tables: an instrument list and an order book."""
+"""The paper broker's own tables (an instrument price list and an order book), the broker's
+symbol master and the exchanges' freeze quantities."""
 
 from decimal import Decimal
 
@@ -97,3 +98,60 @@ class BrokerSession(models.Model):
 
     def __str__(self):
         return f"{self.broker} {self.kind} session of {self.user_id} ({'valid' if self.valid else 'invalid'})"
+
+
+class Instrument(models.Model):
+    """One tradable instrument of the broker's symbol master (manage.py sync_instruments
+    replaces an exchange's rows each day)."""
+
+    exchange = models.CharField(max_length=8)
+    token = models.CharField(max_length=16)
+    trading_symbol = models.CharField(max_length=64, help_text="what orders name: RELIANCE-EQ, NIFTY24DEC24000CE")
+    symbol = models.CharField(max_length=64, blank=True, help_text="the underlying: RELIANCE, NIFTY")
+    instrument_type = models.CharField(max_length=16, blank=True, help_text="EQ, FUTIDX, OPTIDX, FUTSTK …")
+    expiry = models.DateField(null=True, blank=True)
+    strike = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
+    option_type = models.CharField(max_length=4, blank=True, help_text="CE or PE")
+    lot_size = models.PositiveIntegerField(default=1)
+    tick_size = models.DecimalField(max_digits=14, decimal_places=4)
+    freeze_qty = models.PositiveIntegerField(null=True, blank=True,
+                                             help_text="from the master where it has one; else the freeze table's")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["exchange", "trading_symbol"], name="instrument_unique")]
+        indexes = [models.Index(fields=["exchange", "symbol"], name="instrument_underlying"),
+                   models.Index(fields=["exchange", "token"], name="instrument_token")]
+
+    def __str__(self):
+        return f"{self.exchange}:{self.trading_symbol}"
+
+
+class FreezeQuantity(models.Model):
+    """The exchange's freeze quantity of an underlying (NSE's qtyfreeze list), for instruments
+    whose master row has none; edited in the admin or loaded with sync_instruments --freeze-file."""
+
+    exchange = models.CharField(max_length=8, default="NFO")
+    symbol = models.CharField(max_length=64, help_text="the underlying, as the master's Symbol column: NIFTY")
+    freeze_qty = models.PositiveIntegerField(help_text="the largest quantity one order may carry")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "freeze quantities"
+        constraints = [models.UniqueConstraint(fields=["exchange", "symbol"], name="freeze_qty_unique")]
+
+    def __str__(self):
+        return f"{self.exchange}:{self.symbol} freeze {self.freeze_qty}"
+
+
+class InstrumentMaster(models.Model):
+    """One exchange's symbol master: what the last sync loaded, or why it failed (the rows of
+    the last good sync stay)."""
+
+    exchange = models.CharField(max_length=8, primary_key=True)
+    rows = models.PositiveIntegerField(default=0)
+    synced_at = models.DateTimeField(null=True, blank=True, help_text="the last sync that loaded the rows")
+    attempted_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=255, blank=True, help_text="why the last attempt failed; empty: it worked")
+
+    def __str__(self):
+        return f"{self.exchange} master ({self.rows} instruments)"

@@ -14,6 +14,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from . import instruments
 from .base import (
     BookEntry,
     Broker,
@@ -30,11 +31,12 @@ from .base import (
     add_fill,
     normalize_status,
 )
-from .models import Behaviour, PaperInstrument, PaperOrder
+from .models import Behaviour, Instrument, PaperInstrument, PaperOrder
 
 log = logging.getLogger("orderdesk.brokers.paper")
 
 INVALID_SYMBOL = "Invalid Trading Symbol"  # Noren's wording
+NO_PRICE = "paper broker: no price to fill a market order at for"  # in the master, not in the price list
 LATE_REJECT_REASON = "RED:Margin Shortfall:INSUFFICIENT BALANCE"
 CANCEL_REASON = "Canceled by exchange: IOC remainder"
 USER_CANCEL_REASON = "Canceled by user"
@@ -46,12 +48,12 @@ def _new_broker_order_id(now) -> str:
     return f"{now:%y%m%d}{secrets.randbelow(10**9):09d}"
 
 
-def _fill_price(instrument: PaperInstrument, request: PlaceRequest) -> Decimal:
+def _fill_price(ref_price: Decimal | None, request: PlaceRequest) -> Decimal | None:
     if request.order_type in ("LIMIT", "SL") and request.price:
         return request.price
     if request.order_type == "SL-M" and request.trigger_price:
         return request.trigger_price
-    return instrument.ref_price
+    return ref_price
 
 
 INSTRUMENTS = connection.ops.quote_name(PaperInstrument._meta.db_table)
@@ -95,16 +97,23 @@ class PaperBroker(Broker):
         return timedelta(seconds=settings.PAPER_FILL_DELAY_S)
 
     def place(self, request: PlaceRequest) -> PlaceResult:
-        instrument = PaperInstrument.objects.filter(
-            exchange=request.exchange, symbol=request.symbol, enabled=True
-        ).first()
-        if instrument is None:
+        instrument = PaperInstrument.objects.filter(exchange=request.exchange, symbol=request.symbol).first()
+        if instruments.master_loaded(request.exchange):
+            # The symbol master says what exists; the price list still gives prices (and switches).
+            if not Instrument.objects.filter(exchange=request.exchange, trading_symbol=request.symbol).exists():
+                return PlaceResult(PlaceOutcome.REJECTED, message=INVALID_SYMBOL)
+        elif instrument is None:
             return PlaceResult(PlaceOutcome.REJECTED, message=INVALID_SYMBOL)
+        if instrument is not None and not instrument.enabled:
+            return PlaceResult(PlaceOutcome.REJECTED, message=INVALID_SYMBOL)
+        fill_price = _fill_price(instrument.ref_price if instrument else None, request)
+        if fill_price is None:
+            return PlaceResult(PlaceOutcome.REJECTED, message=f"{NO_PRICE} {request.exchange}:{request.symbol}")
         now = timezone.now()
         fields = dict(
             asdict(request),  # the PlaceRequest fields are PaperOrder columns of the same names
-            fill_price=_fill_price(instrument, request),
-            behaviour=instrument.behaviour,
+            fill_price=fill_price,
+            behaviour=instrument.behaviour if instrument else Behaviour.NORMAL,
             placed_at=now,
             due_at=now + self._delay(),
         )
@@ -117,7 +126,7 @@ class PaperBroker(Broker):
             except IntegrityError:
                 if attempt == ID_ATTEMPTS - 1:
                     raise
-        if instrument.behaviour == Behaviour.TIMEOUT_ON_PLACE:
+        if fields["behaviour"] == Behaviour.TIMEOUT_ON_PLACE:
             # The order exists at the "broker"; only the reply is lost.
             raise BrokerInDoubt("read timed out (paper broker TIMEOUT_ON_PLACE)")
         return PlaceResult(PlaceOutcome.ACCEPTED, broker_order_id=order.broker_order_id)
@@ -171,7 +180,8 @@ class PaperBroker(Broker):
                               request.order_type, order.product, request.price, request.trigger_price)
         changed = PaperOrder.objects.filter(pk=order.pk, status="OPEN", filled_qty=order.filled_qty).update(
             qty=request.qty, price=request.price, trigger_price=request.trigger_price,
-            fill_price=_fill_price(instrument, placed) if instrument else order.fill_price, changed_at=timezone.now())
+            fill_price=_fill_price(instrument.ref_price if instrument else order.fill_price, placed),
+            changed_at=timezone.now())
         if not changed:
             return RequestResult(RequestOutcome.REFUSED, f"order {broker_order_id} is not open")
         return RequestResult(RequestOutcome.SENT)

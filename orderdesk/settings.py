@@ -256,6 +256,7 @@ Q_CLUSTER = {
     "save_limit": -1,  # the audit trail is OrderEvent; failed tasks are still kept
     "poll": 0.05,
     "label": "Task queue",
+    "time_zone": "Asia/Kolkata",  # cron schedules (the 08:30 symbol master sync) are IST
 }
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
@@ -304,6 +305,7 @@ ORDERDESK_BLOCKERS = [p.strip() for p in env_str("ORDERDESK_BLOCKERS", ",".join(
     "risk.blockers.strategy_disabled",
     "risk.blockers.kill_switch",
     "risk.blockers.strategy_rules",
+    "risk.blockers.instrument_checks",
     "risk.blockers.risk_limits",
     "risk.blockers.execution_guard",
 ])).split(",") if p.strip()]
@@ -342,6 +344,7 @@ WEBHOOK_RATE_PER_STRATEGY = env_str("WEBHOOK_RATE_PER_STRATEGY", "6000/min")
 REJECTED_ALERTS_KEEP = env_int("REJECTED_ALERTS_KEEP", 100_000)  # rows; the watcher prunes the oldest
 MAX_LEGS_PER_ALERT = 20
 MAX_ORDER_QTY = env_int("MAX_ORDER_QTY", 1_000_000)
+MAX_SLICES_PER_LEG = 20  # a leg split at the freeze quantity: more slices is GUARD_BLOCKED:TOO_MANY_SLICES
 
 LOGGING = {
     "version": 1,
@@ -384,6 +387,11 @@ SHOONYA_API_KEY = env_str("SHOONYA_API_KEY")
 SHOONYA_IMEI = env_str("SHOONYA_IMEI")
 SHOONYA_ALGO_ID = env_str("SHOONYA_ALGO_ID")  # the exchange's algo id, sent as `algo_id` when set
 SHOONYA_WS_URL = env_str("SHOONYA_WS_URL", "wss://api.shoonya.com/NorenWSAPI/")
+# The daily symbol masters: <SHOONYA_MASTER_URL>/<EXCH>_symbols.txt.zip (public, no login).
+SHOONYA_MASTER_URL = env_str("SHOONYA_MASTER_URL", "https://api.shoonya.com")
+# What the 08:30 IST schedule syncs (comma-separated; empty: no daily sync).
+INSTRUMENT_EXCHANGES = [e.strip().upper() for e in env_str("INSTRUMENT_EXCHANGES", "NSE,NFO,BSE,BFO,MCX,CDS").split(",")
+                        if e.strip()]
 SHOONYA_WS_HEARTBEAT_S = env_float("SHOONYA_WS_HEARTBEAT_S", 3)  # as the official client: ping {"t":"h"}
 SHOONYA_WS_LOGIN_TIMEOUT_S = env_float("SHOONYA_WS_LOGIN_TIMEOUT_S", 5)  # no ack by then: close, retry
 # After a failed automatic login, wait this long before the next one (wrong credentials

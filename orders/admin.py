@@ -119,7 +119,7 @@ class OrderEventInline(ReadOnlyInline):
 
 STATUS_COLOURS = {Status.CREATED: "#6c757d", Status.SENT_TO_BROKER: "#0d6efd", Status.EXECUTED: "#198754",
                   Status.FAILED: "#dc3545"}
-ORDER_FIELDS = ["command_id", "alert", "leg", "strategy", "source", "execution_type", "exchange", "symbol", "side",
+ORDER_FIELDS = ["command_id", "alert", "leg", "slice", "strategy", "source", "execution_type", "exchange", "symbol", "side",
                 "qty", "order_type", "price", "trigger_price", "product", "status", "tag", "tag_family", "tag_code",
                 "broker_order_id", "filled_qty", "avg_price", "working_qty", "working_price", "working_trigger_price",
                 "cancel_requested_at", "created_at", "sent_at", "updated_at"]
@@ -302,7 +302,7 @@ class StrategyAdmin(admin.ModelAdmin):
     list_filter = ["enabled", "leg_policy"]
     fieldsets = [
         (None, {"fields": ["name", "enabled", "leg_policy", "block_duplicates", "allow_cross_strategy",
-                           "allowed_ips"]}),
+                           "split_above_freeze", "allowed_ips"]}),
         ("Strategy rules (GUARD_BLOCKED:)", {"fields": [
             "allowed_exchanges", "symbol_patterns", "allowed_products", "allowed_order_types",
             ("window_start", "window_end"), "trading_days", "exits_outside_window"]}),

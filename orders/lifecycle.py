@@ -158,15 +158,18 @@ def annotate(order: Order, *, kind: str, actor: str, tag: str | None = None, det
                   fill_id=fill_id)
 
 
-def record_created(orders: list[Order], actor: str) -> None:
-    """The creation rows for freshly registered orders (one bulk insert)."""
+def record_created(orders: list[Order], actor: str, notes: list[str] | None = None) -> None:
+    """The creation rows for freshly registered orders (one bulk insert); `notes`, one per
+    order, say how its quantity came about (lots, a slice)."""
+    notes = notes or [""] * len(orders)
     OrderEvent.objects.bulk_create(
         OrderEvent(order=o, kind=EventKind.CREATED, from_status="", to_status=Status.CREATED,
-                   tag=o.tag, actor=actor, at=o.created_at)
-        for o in orders
+                   tag=o.tag, actor=actor, at=o.created_at, detail=note)
+        for o, note in zip(orders, notes, strict=True)
     )
     for o in orders:
-        log.info("order %s CREATED leg=%s %s %s %s actor=%s", o.command_id, o.leg, o.side, o.qty, o.symbol, actor)
+        log.info("order %s CREATED leg=%s%s %s %s %s actor=%s", o.command_id, o.leg,
+                 f" slice={o.slice}" if o.slice > 1 else "", o.side, o.qty, o.symbol, actor)
 
 
 def record_conflict(order: Order, actor: str, detail: str) -> None:

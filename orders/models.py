@@ -94,7 +94,7 @@ TAG_CODES = ("STRATEGY_DISABLED", "KILL_SWITCH_HALTED", "KILL_SWITCH_REDUCING", 
              "DAILY_LOSS_LIMIT", "PNL_UNKNOWN", "MAX_LOSS_LOCK", "COOLDOWN", "QTY_LIMIT", "NOTIONAL_LIMIT",
              "PRICE_UNKNOWN", "PRICE_BAND", "ORDER_RATE_LIMIT", "MAX_POSITIONS", "DUPLICATE_LIVE_ORDER",
              "DUPLICATE_POSITION", "CROSS_STRATEGY_CONFLICT", "NO_POSITION", "EXIT_EXCEEDS_POSITION", "BATCH",
-             "STALE_ORDER")
+             "STALE_ORDER", "UNKNOWN_SYMBOL", "LOT_SIZE", "TICK_SIZE", "FREEZE_QTY", "TOO_MANY_SLICES")
 
 
 def tag_parts(tag: str) -> tuple[str, str]:
@@ -163,6 +163,9 @@ class Strategy(models.Model):
         help_text="comma-separated, e.g. MON,TUE,WED,THU,FRI; empty: every day (GUARD_BLOCKED:OUTSIDE_WINDOW)")
     exits_outside_window = models.BooleanField(
         default=True, help_text="let EXIT legs through outside the window and days (never trapped in a position)")
+    split_above_freeze = models.BooleanField(
+        default=False, help_text="a leg above the instrument's freeze quantity becomes several orders of at most "
+                                 "it (slices, all or none) instead of GUARD_BLOCKED:FREEZE_QTY")
     allowed_ips = models.TextField(
         blank=True, validators=[validate_networks],
         help_text="IP addresses or CIDR networks the webhook accepts this strategy's alerts from, separated by "
@@ -250,6 +253,8 @@ class Order(models.Model):
     command_id = models.CharField(max_length=32, unique=True, default=new_command_id, editable=False)
     alert = models.ForeignKey(Alert, on_delete=models.PROTECT, related_name="orders")
     leg = models.PositiveSmallIntegerField()
+    slice = models.PositiveSmallIntegerField(
+        default=1, help_text="a leg above the freeze quantity, split: its orders are slices 1, 2 …")
     strategy = models.ForeignKey(Strategy, on_delete=models.PROTECT, related_name="orders")
     source = models.CharField(max_length=16, choices=Source.choices)
     execution_type = models.CharField(max_length=8, choices=ExecutionType.choices)
@@ -284,7 +289,7 @@ class Order(models.Model):
 
     class Meta:
         permissions = [("cancel_order", "Can cancel an order"), ("modify_order", "Can modify an open order")]
-        constraints = [models.UniqueConstraint(fields=["alert", "leg"], name="one_order_per_alert_leg")]
+        constraints = [models.UniqueConstraint(fields=["alert", "leg", "slice"], name="one_order_per_alert_leg_slice")]
         indexes = [models.Index(fields=["status", "created_at"], name="order_status_created"),
                    models.Index(fields=["symbol", "created_at"], name="order_symbol_created"),  # the blotter's search
                    # ORDER_RATE_LIMIT's count of a strategy's last 60 s, from the index alone.

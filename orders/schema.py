@@ -7,7 +7,7 @@ from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers
 
 from .models import ExecutionType, OrderType, Product, Side, Status
-from .serializers import OrderDetailSerializer, OrderSerializer
+from .serializers import InstrumentSerializer, OrderDetailSerializer, OrderSerializer
 from .validation import EXCHANGES, PRICE_DECIMALS, PRICE_MAX_DIGITS, TEXT_MAX
 
 ERROR_MEANINGS = {
@@ -44,8 +44,13 @@ class WebhookLegSerializer(serializers.Serializer):
         r"^[A-Za-z0-9][A-Za-z0-9&_.\-]{0,63}$", max_length=TEXT_MAX,
         help_text="the exchange's trading symbol, e.g. RELIANCE-EQ or NIFTY25DEC24000CE; upper-cased")
     side = serializers.ChoiceField(Side.choices, help_text="any case")
-    qty = serializers.IntegerField(min_value=1, max_value=settings.MAX_ORDER_QTY,
-                                   help_text="units (not lots); a whole number, or digits in a string")
+    qty = serializers.IntegerField(min_value=1, max_value=settings.MAX_ORDER_QTY, required=False,
+                                   help_text="units (not lots); a whole number, or digits in a string. "
+                                             "Required unless `lots` is given")
+    lots = serializers.IntegerField(
+        min_value=1, max_value=settings.MAX_ORDER_QTY, required=False,
+        help_text="instead of qty: qty = lots x the symbol master's lot size (400 when no master is loaded "
+                  "for the exchange, or the symbol is not in it)")
     order_type = serializers.ChoiceField(OrderType.choices, required=False, default=OrderType.MARKET,
                                          help_text="any case; LIMIT and SL need `price`, SL and SL-M `trigger_price`")
     product = serializers.ChoiceField(Product.choices, help_text="CNC delivery, NRML carry-forward F&O, MIS intraday")
@@ -75,6 +80,7 @@ class WebhookAlertSerializer(serializers.Serializer):
 class IntakeOrderSerializer(serializers.Serializer):
     command_id = serializers.CharField(help_text="our id of the order, sent to the broker as its remarks")
     leg = serializers.IntegerField()
+    slice = serializers.IntegerField(help_text="1; a leg split at the freeze quantity: 1, 2 … (each its own order)")
     symbol = serializers.CharField()
     side = serializers.ChoiceField(Side.choices)
     qty = serializers.IntegerField()
@@ -149,6 +155,13 @@ order_list_schema = extend_schema(
     responses={200: OrderSerializer(many=True),
                **error_responses(400, *AUTHENTICATED_ERRORS, 404, e400="a filter's value is not valid",
                                  e404="no such page")})
+instrument_list_schema = extend_schema(
+    summary="Search the symbol master",
+    description="Instruments of the loaded symbol masters (`manage.py sync_instruments`), by exchange and the "
+                "start of a trading symbol or of an underlying (any case); by underlying, expiry and strike.",
+    responses={200: InstrumentSerializer(many=True),
+               **error_responses(400, *AUTHENTICATED_ERRORS, 404, e400="a filter's value is not valid",
+                                 e404="no such page")})
 order_detail_schema = extend_schema(
     responses={200: OrderDetailSerializer,
                **error_responses(*AUTHENTICATED_ERRORS, 404, e404="no order with this command_id")})
@@ -175,6 +188,9 @@ class CheckSerializer(serializers.Serializer):
 
 class LegExplanationSerializer(serializers.Serializer):
     leg = serializers.IntegerField()
+    slice = serializers.IntegerField(help_text="1; a leg split at the freeze quantity lists each slice")
+    qty = serializers.IntegerField(help_text="the order's quantity (lots resolved, a slice's share)")
+    note = serializers.CharField(allow_blank=True, help_text="how the quantity came about: lots, slicing")
     verdict = serializers.CharField(allow_blank=True, help_text="the tag the leg would get; empty: it would be sent")
     checks = CheckSerializer(many=True)
 

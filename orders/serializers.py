@@ -1,5 +1,7 @@
 from rest_framework import serializers
 
+from brokers.models import Instrument
+
 from .models import Order, OrderEvent
 
 
@@ -11,6 +13,7 @@ def intake_response(result) -> dict:
             {
                 "command_id": o.command_id,
                 "leg": o.leg,
+                "slice": o.slice,
                 "symbol": o.symbol,
                 "side": o.side,
                 "qty": o.qty,
@@ -24,7 +27,7 @@ def intake_response(result) -> dict:
 
 def explain_response(legs) -> dict:
     return {"legs": [
-        {"leg": leg.leg, "verdict": leg.verdict,
+        {"leg": leg.leg, "slice": leg.slice, "qty": leg.qty, "note": leg.note, "verdict": leg.verdict,
          "checks": [{"code": c.code, "passed": c.passed, "tag": c.tag, "detail": c.detail} for c in leg.checks]}
         for leg in legs
     ]}
@@ -43,7 +46,7 @@ class OrderSerializer(serializers.ModelSerializer):
     class Meta:
         model = Order
         fields = [
-            "command_id", "alert_id", "leg", "strategy", "source", "execution_type", "exchange", "symbol",
+            "command_id", "alert_id", "leg", "slice", "strategy", "source", "execution_type", "exchange", "symbol",
             "side", "qty", "order_type", "price", "trigger_price", "product", "status", "tag", "tag_family", "tag_code",
             "broker_order_id", "filled_qty", "avg_price", "created_at", "sent_at", "updated_at",
         ]
@@ -61,3 +64,11 @@ class OrderDetailSerializer(OrderSerializer):
 class CancelAllSerializer(serializers.Serializer):
     strategy = serializers.CharField(required=False, max_length=64)
     symbol = serializers.CharField(required=False, max_length=64)
+
+
+class InstrumentSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Instrument
+        fields = ["exchange", "trading_symbol", "symbol", "instrument_type", "expiry", "strike", "option_type",
+                  "lot_size", "tick_size", "freeze_qty", "token"]
+        read_only_fields = fields

@@ -13,9 +13,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max, Min
 from django.utils import timezone
 
+from brokers import instruments
 from risk.pipeline import Check, IntakeContext, evaluate
 
-from . import lifecycle
+from . import legs, lifecycle
 from .blocker_registry import get_blockers
 from .models import Alert, EventKind, Order, RejectedAlert, Status, Strategy, new_alert_id
 from .queue import enqueue_submissions
@@ -35,9 +36,14 @@ class IntakeResult:
 
 @dataclass(frozen=True)
 class LegExplanation:
+    """One order the alert would register: a leg, or one slice of a leg split at the freeze qty."""
+
     leg: int
     checks: list[Check]
     verdict: str  # the tag the leg would get; empty: it would be sent
+    slice: int = 1
+    qty: int = 0
+    note: str = ""  # lots and slicing, as the creation audit row would say
 
 
 class _Explained(Exception):
@@ -66,7 +72,7 @@ def _existing(strategy: Strategy, alert_id: str | None) -> IntakeResult | None:
     alert = Alert.objects.filter(strategy=strategy, alert_id=alert_id).first()
     if alert is None:
         return None
-    return IntakeResult(alert, list(alert.orders.order_by("leg")), created=False)
+    return IntakeResult(alert, list(alert.orders.order_by("leg", "slice")), created=False)
 
 
 def explain_alert(*, strategy: Strategy, request: AlertRequest, source: str, actor: str, payload: dict,
@@ -97,32 +103,36 @@ def _register(strategy, request, source, actor, payload, sender_ip, explain: boo
             actor=actor,
             payload=payload,
         )
+        specs = instruments.specs(request.exchange, {leg.symbol for leg in request.legs})
+        planned = legs.plan(strategy, request, specs)
         orders = Order.objects.bulk_create(
             Order(
                 alert=alert,
-                leg=leg.leg,
+                leg=part.leg.leg,
+                slice=part.slice,
                 strategy=strategy,
                 source=source,
                 execution_type=request.execution_type,
                 exchange=request.exchange,
-                symbol=leg.symbol,
-                side=leg.side,
-                qty=leg.qty,
-                order_type=leg.order_type,
-                price=leg.price,
-                trigger_price=leg.trigger_price,
-                product=leg.product,
+                symbol=part.leg.symbol,
+                side=part.leg.side,
+                qty=part.qty,
+                order_type=part.leg.order_type,
+                price=part.leg.price,
+                trigger_price=part.leg.trigger_price,
+                product=part.leg.product,
                 created_at=now,
                 updated_at=now,
             )
-            for leg in request.legs
+            for part in planned
         )
-        ctx = IntakeContext(strategy, alert, orders, explain=explain, now=now)
+        ctx = IntakeContext(strategy, alert, orders, explain=explain, now=now, instruments=specs)
         if explain:
             blocked = evaluate(ctx, get_blockers())
-            raise _Explained([LegExplanation(o.leg, [c for c in ctx.checks if c.leg == o.leg],
-                                             blocked[o.leg].tag if o.leg in blocked else "") for o in orders])
-        lifecycle.record_created(orders, actor)
+            raise _Explained([LegExplanation(o.leg, [c for c in ctx.checks if (c.leg, c.slice) == (o.leg, o.slice)],
+                                             blocked[o.leg].tag if o.leg in blocked else "", o.slice, o.qty,
+                                             part.note) for o, part in zip(orders, planned, strict=True)])
+        lifecycle.record_created(orders, actor, notes=[part.note for part in planned])
         blocked = evaluate(ctx, get_blockers())
         for order in orders:
             if order.leg in blocked:

@@ -38,11 +38,12 @@ class LegRequest:
     leg: int
     symbol: str
     side: str
-    qty: int
+    qty: int | None  # None when the leg gives lots (orders.legs turns them into a qty)
     order_type: str
     product: str
     price: Decimal | None
     trigger_price: Decimal | None
+    lots: int | None = None
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def _choice(data: dict, key: str, choices, errors: dict, *, default=None) -> str
     return normalized
 
 
-def _qty(value, errors: dict) -> int | None:
+def _qty(value, errors: dict, key: str = "qty") -> int | None:
     if isinstance(value, bool):
         value = None
     elif isinstance(value, str) and _QTY_TEXT.fullmatch(value.strip()):
@@ -144,13 +145,13 @@ def _qty(value, errors: dict) -> int | None:
         bound = settings.MAX_ORDER_QTY + 1
         value = int(max(-bound, min(bound, value)))
     if not isinstance(value, int):
-        errors["qty"] = ["must be a whole number"]
+        errors[key] = ["must be a whole number"]
         return None
     if value <= 0:
-        errors["qty"] = ["must be greater than 0"]
+        errors[key] = ["must be greater than 0"]
         return None
     if value > settings.MAX_ORDER_QTY:
-        errors["qty"] = [f"must be at most {settings.MAX_ORDER_QTY}"]
+        errors[key] = [f"must be at most {settings.MAX_ORDER_QTY}"]
         return None
     return value
 
@@ -190,7 +191,13 @@ def _leg(index: int, data, errors: dict) -> LegRequest | None:
     if symbol is not None:
         symbol = symbol.upper()  # exchange symbols are upper case; the guard compares them
     side = _choice(data, "side", Side.values, errors)
-    qty = _qty(data.get("qty"), errors)
+    qty = lots = None
+    if data.get("lots") is None:
+        qty = _qty(data.get("qty"), errors)
+    elif data.get("qty") is not None:
+        errors["lots"] = ["give qty or lots, not both"]
+    else:
+        lots = _qty(data["lots"], errors, "lots")
     order_type = _choice(data, "order_type", OrderType.values, errors, default=OrderType.MARKET)
     product = _choice(data, "product", Product.values, errors)
     price = _price(data.get("price"), "price", errors)
@@ -205,7 +212,7 @@ def _leg(index: int, data, errors: dict) -> LegRequest | None:
         errors["trigger_price"] = [f"must be null for {order_type} orders"]
     if errors:
         return None
-    return LegRequest(index + 1, symbol, side, qty, order_type, product, price, trigger)
+    return LegRequest(index + 1, symbol, side, qty, order_type, product, price, trigger, lots)
 
 
 def _timestamp(value, errors: dict) -> datetime | None:

@@ -1,7 +1,7 @@
 """HTTP: the webhook intake and the read API. No broker I/O here, ever."""
 
 from django.db import transaction
-from django.db.models import Prefetch
+from django.db.models import Prefetch, Q
 from django.shortcuts import get_object_or_404
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema, extend_schema_view
@@ -12,6 +12,9 @@ from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRen
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from brokers.instruments import EXCHANGES as MASTER_EXCHANGES
+from brokers.models import Instrument
+
 from . import cancels, modifications
 from .export import csv_response
 from .models import Order, OrderEvent, Status
@@ -19,13 +22,14 @@ from .schema import (
     cancel_all_schema,
     cancel_schema,
     explain_schema,
+    instrument_list_schema,
     modify_schema,
     order_detail_schema,
     order_list_schema,
     token_schema,
     webhook_schema,
 )
-from .serializers import CancelAllSerializer, OrderDetailSerializer, OrderSerializer
+from .serializers import CancelAllSerializer, InstrumentSerializer, OrderDetailSerializer, OrderSerializer
 from .validation import validate_modification
 from .webhook import receive_webhook
 
@@ -130,6 +134,29 @@ class OrderDetailView(generics.RetrieveAPIView):
     queryset = Order.objects.select_related("strategy", "alert").prefetch_related(
         Prefetch("events", queryset=OrderEvent.objects.order_by("id"))
     )
+
+
+class InstrumentFilter(filters.FilterSet):
+    exchange = filters.ChoiceFilter(choices=[(e, e) for e in MASTER_EXCHANGES])
+    q = filters.CharFilter(method="search", max_length=64,
+                           label="the start of a trading symbol or of an underlying (any case)")
+
+    class Meta:
+        model = Instrument
+        fields = ["exchange", "q"]
+
+    def search(self, queryset, name, value):
+        value = value.strip().upper()  # the master's symbols are stored upper case
+        return queryset.filter(Q(trading_symbol__startswith=value) | Q(symbol__startswith=value)) if value else queryset
+
+
+@extend_schema_view(get=instrument_list_schema)
+class InstrumentListView(generics.ListAPIView):
+    """The dashboard's symbol search."""
+
+    serializer_class = InstrumentSerializer
+    filterset_class = InstrumentFilter
+    queryset = Instrument.objects.order_by("exchange", "symbol", "expiry", "strike", "trading_symbol")
 
 
 def needs_permission(perm: str, what: str) -> type[permissions.BasePermission]:

@@ -162,7 +162,10 @@ def _receive(request: HttpRequest, delivery: _Delivery, explain: bool) -> Webhoo
         return delivery.throttled(per_strategy, wait, "per strategy")
     intake = dict(strategy=strategy, request=alert, source=Source.WEBHOOK, actor="webhook",
                   payload=redacted(delivery.data), sender_ip=delivery.ip)
-    if explain:
-        return WebhookReply(200, explain_response(explain_alert(**intake)))
-    result = register_alert(**intake)
+    try:
+        if explain:
+            return WebhookReply(200, explain_response(explain_alert(**intake)))
+        result = register_alert(**intake)
+    except InvalidAlert as exc:  # legs in lots whose lot size the symbol master does not give
+        return delivery.refuse(400, exc.errors)
     return WebhookReply(201 if result.created else 200, intake_response(result))

@@ -1,10 +1,12 @@
 """The built-in blockers, in the order settings.ORDERDESK_BLOCKERS runs them: strategy
-disabled, kill switch, strategy rules (and stale alerts), risk limits, execution guard (last:
-it takes the instrument locks). The interface they implement is risk.pipeline."""
+disabled, kill switch, strategy rules (and stale alerts), the symbol master's instrument
+checks, risk limits, execution guard (last: it takes the instrument locks). The interface they
+implement is risk.pipeline."""
 
-from . import guard, limits, rules
+from . import guard, instruments, limits, rules
 from .killswitch import block_tag, effective_mode
 from .pipeline import IntakeContext, Verdict
+
 
 def strategy_disabled(ctx: IntakeContext) -> dict[int, Verdict]:
     verdict = None if ctx.strategy.enabled else Verdict("GUARD_BLOCKED:STRATEGY_DISABLED")
@@ -23,6 +25,10 @@ def kill_switch(ctx: IntakeContext) -> dict[int, Verdict]:
 
 def strategy_rules(ctx: IntakeContext) -> dict[int, Verdict]:
     return rules.check_rules(ctx)
+
+
+def instrument_checks(ctx: IntakeContext) -> dict[int, Verdict]:
+    return instruments.check_instruments(ctx)
 
 
 def risk_limits(ctx: IntakeContext) -> dict[int, Verdict]:

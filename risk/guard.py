@@ -36,6 +36,7 @@ class Exposure:
     execution_type: str
     product: str
     remaining_qty: int
+    leg: int | None = None  # a leg of this alert (its slices are one order split, not duplicates)
 
 
 class Holding(NamedTuple):
@@ -114,7 +115,7 @@ def _check_entry(order: Order, strategy: Strategy, live: list[Exposure], positio
     mine = order.strategy_id
     if strategy.block_duplicates:
         for e in live:
-            if e.strategy_id == mine and e.symbol == order.symbol and e.side == order.side:
+            if e.strategy_id == mine and e.symbol == order.symbol and e.side == order.side and e.leg != order.leg:
                 return Verdict("GUARD_BLOCKED:DUPLICATE_LIVE_ORDER",
                                f"a live {e.execution_type} {e.side} {order.symbol} of this strategy")
         for sid, _, symbol, product, net in positions:
@@ -162,8 +163,8 @@ def check_legs(strategy: Strategy, alert: Alert, legs: list[Order]) -> dict[int,
         check = _check_entry(leg, strategy, live, positions) if leg.execution_type == ExecutionType.ENTRY \
             else _check_exit(leg, live, positions)
         if check:
-            blocked[leg.leg] = check
+            blocked.setdefault(leg.leg, check)
         else:
             live.append(Exposure(leg.strategy_id, strategy.name, leg.symbol, leg.side, leg.execution_type,
-                                 leg.product, leg.qty))
+                                 leg.product, leg.qty, leg.leg))
     return blocked

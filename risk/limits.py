@@ -458,7 +458,7 @@ def check_limits(ctx: IntakeContext) -> dict[int, Verdict]:
             ctx.note(order, code, verdict)
             first = first or verdict
         if first:
-            blocked[order.leg] = first
+            blocked.setdefault(order.leg, first)  # a slice of a leg blocked already: the first reason stays
         else:
             passed.append(order)
     return blocked

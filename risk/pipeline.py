@@ -2,7 +2,8 @@
 the configured blockers (settings.ORDERDESK_BLOCKERS, in that order) become each leg's fate.
 
 A blocker looks at the legs no earlier blocker has blocked (`ctx.pending()`) and returns a
-Verdict for each leg it blocks; the first verdict on a leg stands. The strategy's leg policy
+Verdict for each leg it blocks; the first verdict on a leg stands. A leg split at the freeze
+quantity is several orders (slices) of one leg number: a verdict on the leg fails them all. The strategy's leg policy
 then decides what a blocked leg means for the rest of its alert. To explain an alert
 (`ctx.explain`), every blocker sees every leg and notes every check it ran, passed or not.
 """
@@ -31,6 +32,7 @@ class Check:
     passed: bool
     tag: str = ""
     detail: str = ""
+    slice: int = 1
 
 
 @dataclass
@@ -45,6 +47,9 @@ class IntakeContext:
     # Called with the legs that passed every blocker, before the intake commits (not when
     # explaining): counts a later intake reads (risk.limits' order rate).
     after_verdicts: list[Callable[[list[Order]], None]] = field(default_factory=list)
+    # The symbol master's rows of the legs' instruments (brokers.instruments.Spec by trading
+    # symbol); None: no master is loaded for the exchange.
+    instruments: dict | None = None
 
     def pending(self) -> list[Order]:
         if self.explain:
@@ -55,7 +60,7 @@ class IntakeContext:
         """Record one check's outcome (when explaining) and hand the verdict back."""
         if self.explain:
             self.checks.append(Check(order.leg, code, verdict is None, verdict.tag if verdict else "",
-                                     verdict.detail if verdict else detail))
+                                     verdict.detail if verdict else detail, order.slice))
         return verdict
 
 
@@ -80,7 +85,8 @@ def evaluate(ctx: IntakeContext, blockers: list[Blocker]) -> dict[int, Verdict]:
         for leg, verdict in blocker(ctx).items():
             ctx.blocked.setdefault(leg, verdict)
     verdicts = ctx.blocked
-    if ctx.blocked and len(ctx.blocked) < len(ctx.orders) and ctx.strategy.leg_policy == LegPolicy.ALL_OR_NONE:
+    legs = {o.leg for o in ctx.orders}
+    if ctx.blocked and len(ctx.blocked) < len(legs) and ctx.strategy.leg_policy == LegPolicy.ALL_OR_NONE:
         # A leg blocked on its own keeps its reason; the legs failed for the batch say which
         # leg took them down.
         batch = batch_verdict(ctx.blocked)

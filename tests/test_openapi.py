@@ -2,6 +2,9 @@
 token, generated requests; no 5xx, only documented status codes, and bodies that match the
 schema."""
 
+from datetime import date
+from decimal import Decimal
+
 import pytest
 import schemathesis
 from django.contrib.auth.models import Permission, User
@@ -10,6 +13,7 @@ from rest_framework.authtoken.models import Token
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
+from brokers.models import Instrument
 from tests.factories import TEST_SECRET, StrategyFactory
 
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
@@ -29,6 +33,9 @@ def token(transactional_db, live_server):
     # cancels and modifications answer 200/202 and 409 too
     user.user_permissions.add(*Permission.objects.filter(codename__in=["cancel_order", "modify_order"]))
     StrategyFactory(name="demo")
+    Instrument.objects.create(exchange="NFO", token="35001", trading_symbol="NIFTY26DEC24000CE", symbol="NIFTY",
+                              instrument_type="OPTIDX", expiry=date(2026, 12, 31), strike=Decimal(24000),
+                              option_type="CE", lot_size=75, tick_size=Decimal("0.05"), freeze_qty=1800)
     leg = {"symbol": "RELIANCE-EQ", "side": "BUY", "qty": 1, "product": "MIS"}
     for execution_type in ("ENTRY", "EXIT"):  # the EXIT is blocked: no position
         body = {"strategy": "demo", "secret": TEST_SECRET, "execution_type": execution_type, "exchange": "NSE",
@@ -55,7 +62,7 @@ def test_schema_lists_every_endpoint_with_its_errors(client):
         ("/api/webhook/", "post"), ("/api/orders/", "get"), ("/api/orders/{command_id}/", "get"),
         ("/api/health/", "get"), ("/api/token/", "post"), ("/api/webhook/explain/", "post"),
         ("/api/orders/{command_id}/cancel/", "post"), ("/api/orders/cancel-all/", "post"),
-        ("/api/orders/{command_id}/modify/", "post"),
+        ("/api/orders/{command_id}/modify/", "post"), ("/api/instruments/", "get"),
     }
     webhook = operations[("/api/webhook/", "post")]
     assert {"200", "201", "400", "401", "403", "413", "415", "429", "503"} <= set(webhook["responses"])
@@ -64,9 +71,10 @@ def test_schema_lists_every_endpoint_with_its_errors(client):
     alert = spec["components"]["schemas"]["WebhookAlertRequest"]
     assert {"strategy", "secret", "execution_type", "exchange", "legs"} <= set(alert["required"])
     leg = spec["components"]["schemas"]["WebhookLegRequest"]
-    assert set(leg["properties"]) == {"symbol", "side", "qty", "order_type", "product", "price", "trigger_price"}
+    assert set(leg["properties"]) == {"symbol", "side", "qty", "lots", "order_type", "product", "price",
+                                      "trigger_price"}
     assert "TradingViewAlertMessage" in body["application/json"]["examples"]
-    for key in (("/api/orders/", "get"), ("/api/orders/{command_id}/", "get")):
+    for key in (("/api/orders/", "get"), ("/api/orders/{command_id}/", "get"), ("/api/instruments/", "get")):
         assert {"401", "403", "404"} <= set(operations[key]["responses"])
     assert {"200", "401", "403", "404", "409"} <= set(operations[("/api/orders/{command_id}/cancel/", "post")]["responses"])
 

@@ -70,7 +70,7 @@ def test_registers_every_leg_as_created_and_queues_it(strategy, alert_body, post
     assert response.json() == {
         "alert_id": "tv-1",
         "orders": [
-            {"command_id": o.command_id, "leg": i, "symbol": o.symbol, "side": o.side, "qty": o.qty,
+            {"command_id": o.command_id, "leg": i, "slice": 1, "symbol": o.symbol, "side": o.side, "qty": o.qty,
              "status": "CREATED", "tag": ""}
             for i, o in enumerate(orders, start=1)
         ],
@@ -142,9 +142,10 @@ def test_webhook_does_no_broker_io(strategy, alert_body, post_alert, monkeypatch
     def no_broker(*args, **kwargs):
         raise AssertionError("the webhook must not touch the broker")
 
-    for target in ("brokers.registry.get_broker", "orders.submission.get_broker", "orders.watcher.get_broker",
+    # The registry last: a module first imported here must not bind the patched function for good.
+    for target in ("orders.submission.get_broker", "orders.watcher.get_broker",
                    "brokers.paper.PaperBroker.place", "brokers.paper.PaperBroker.order_book",
-                   "brokers.paper.PaperBroker.positions"):
+                   "brokers.paper.PaperBroker.positions", "brokers.registry.get_broker"):
         monkeypatch.setattr(target, no_broker)
     assert post_alert(alert_body()).status_code == 201
 

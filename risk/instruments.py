@@ -1,0 +1,70 @@
+"""The symbol master's checks: a known trading symbol, whole lots, prices on the tick, and the
+freeze quantity. They run only for an exchange whose master is loaded (ctx.instruments; see
+brokers.instruments); without one the intake checks nothing of instruments, as before."""
+
+from decimal import Decimal
+
+from django.conf import settings
+
+from .pipeline import IntakeContext, Verdict
+
+
+def _plain(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+def check_instruments(ctx: IntakeContext) -> dict[int, Verdict]:
+    specs = ctx.instruments
+    if specs is None:
+        return {}
+    blocked = {}
+    for order in ctx.pending():
+        spec = specs.get(order.symbol)
+        if spec is None:
+            checks = [("UNKNOWN_SYMBOL", Verdict("GUARD_BLOCKED:UNKNOWN_SYMBOL",
+                                                 f"{order.exchange}:{order.symbol} is not in the symbol master"))]
+        else:
+            checks = [("LOT_SIZE", _lot(order, spec)), ("TICK_SIZE", _tick(order, spec)),
+                      ("FREEZE_QTY", _freeze(ctx, order, spec))]
+        for code, verdict in checks:
+            if ctx.note(order, code, verdict, _passed(code, spec)) and order.leg not in blocked:
+                blocked[order.leg] = verdict
+    return blocked
+
+
+def _passed(code: str, spec) -> str:
+    if code == "LOT_SIZE":
+        return f"lot size {spec.lot_size}"
+    if code == "TICK_SIZE":
+        return f"tick {_plain(spec.tick_size)}"
+    if code == "FREEZE_QTY":
+        return f"freeze qty {spec.freeze_qty}" if spec.freeze_qty else "no freeze qty known"
+    return ""
+
+
+def _lot(order, spec) -> Verdict | None:
+    if order.qty % spec.lot_size == 0:
+        return None
+    return Verdict(f"GUARD_BLOCKED:LOT_SIZE qty {order.qty} lot {spec.lot_size}",
+                   f"{order.qty} is not a whole number of lots of {spec.lot_size}")
+
+
+def _tick(order, spec) -> Verdict | None:
+    for name, price in (("price", order.price), ("trigger_price", order.trigger_price)):
+        if price is not None and price % spec.tick_size != 0:
+            return Verdict(f"GUARD_BLOCKED:TICK_SIZE {name} {_plain(price)} tick {_plain(spec.tick_size)}",
+                           f"{name} {_plain(price)} is not a multiple of the tick {_plain(spec.tick_size)}")
+    return None
+
+
+def _freeze(ctx: IntakeContext, order, spec) -> Verdict | None:
+    if spec.freeze_qty is None or order.qty <= spec.freeze_qty:
+        return None
+    needed = spec.slices_needed(order.qty)
+    if ctx.strategy.split_above_freeze and needed > settings.MAX_SLICES_PER_LEG:
+        return Verdict(f"GUARD_BLOCKED:TOO_MANY_SLICES qty {order.qty} needs {needed} slices of "
+                       f"{spec.slice_size} > {settings.MAX_SLICES_PER_LEG}",
+                       f"freeze qty {spec.freeze_qty}; at most {settings.MAX_SLICES_PER_LEG} slices per leg")
+    why = ("the strategy does not split above the freeze qty (split_above_freeze)"
+           if not ctx.strategy.split_above_freeze else f"the freeze qty is below one lot of {spec.lot_size}")
+    return Verdict(f"GUARD_BLOCKED:FREEZE_QTY qty {order.qty} > {spec.freeze_qty}", why)
