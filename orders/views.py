@@ -1,7 +1,7 @@
 """HTTP: the webhook intake and the read API. No broker I/O here, ever."""
 
 from django.db import transaction
-from django.db.models import Prefetch, Q
+from django.db.models import F, Prefetch, Q
 from django.shortcuts import get_object_or_404
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema, extend_schema_view
@@ -156,7 +156,8 @@ class InstrumentListView(generics.ListAPIView):
 
     serializer_class = InstrumentSerializer
     filterset_class = InstrumentFilter
-    queryset = Instrument.objects.order_by("exchange", "symbol", "expiry", "strike", "trading_symbol")
+    queryset = Instrument.objects.order_by("exchange", "symbol", "expiry", F("strike").asc(nulls_first=True),
+                                           "trading_symbol")
 
 
 def needs_permission(perm: str, what: str) -> type[permissions.BasePermission]:
