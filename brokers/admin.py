@@ -3,6 +3,16 @@ from django.contrib import admin
 from .models import BrokerSession, FreezeQuantity, Instrument, InstrumentMaster, PaperInstrument, PaperOrder
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows the system writes: shown, never added or edited here."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(PaperInstrument)
 class PaperInstrumentAdmin(admin.ModelAdmin):
     list_display = ["exchange", "symbol", "ref_price", "enabled", "behaviour"]
@@ -12,21 +22,15 @@ class PaperInstrumentAdmin(admin.ModelAdmin):
 
 
 @admin.register(PaperOrder)
-class PaperOrderAdmin(admin.ModelAdmin):
+class PaperOrderAdmin(ReadOnlyAdmin):
     list_display = ["placed_at", "broker_order_id", "client_order_id", "symbol", "side", "qty", "status",
                     "filled_qty", "avg_price", "reason"]
     list_filter = ["status", "behaviour"]
     search_fields = ["=broker_order_id", "=client_order_id", "symbol"]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(BrokerSession)
-class BrokerSessionAdmin(admin.ModelAdmin):
+class BrokerSessionAdmin(ReadOnlyAdmin):
     """The live broker's session, read-only and without its token: valid or not, since when,
     why it was invalidated or the last login failed."""
 
@@ -37,21 +41,7 @@ class BrokerSessionAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).defer("token")
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
     def has_delete_permission(self, request, obj=None):
-        return False
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
         return False
 
 

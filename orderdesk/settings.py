@@ -311,7 +311,7 @@ ORDERDESK_BLOCKERS = [p.strip() for p in env_str("ORDERDESK_BLOCKERS", ",".join(
 ])).split(",") if p.strip()]
 ORDERDESK_CLAIM_GUARD = env_str("ORDERDESK_CLAIM_GUARD", "risk.killswitch.claim_guard")
 ORDERDESK_KILL_SWITCH_CONTROL = env_str("ORDERDESK_KILL_SWITCH_CONTROL", "risk.killswitch.set_mode")
-ORDERDESK_MODIFY_CHECK = env_str("ORDERDESK_MODIFY_CHECK", "risk.limits.check_modification")
+ORDERDESK_MODIFY_CHECK = env_str("ORDERDESK_MODIFY_CHECK", "risk.blockers.modification_check")
 ALERT_MAX_AGE_S = env_float("ALERT_MAX_AGE_S", 60)  # an alert's sent_at older -> STALE_ALERT
 RISK_SNAPSHOT_MAX_AGE_S = env_float("RISK_SNAPSHOT_MAX_AGE_S", 30)  # older prices -> PNL_UNKNOWN
 ORDER_MAX_AGE_S = env_float("ORDER_MAX_AGE_S", 60)  # older at claim time -> STALE_ORDER

@@ -40,7 +40,8 @@ def claim_guard():
 
 
 def modification_check():
-    """check(order, *, qty, price, trigger_price) -> a Verdict refusing the new terms, or None."""
+    """check(order, *, qty, price, trigger_price, instrument) -> a Verdict refusing the new terms,
+    or None (instrument: the order's symbol master row, brokers.instruments.Spec, or None)."""
     return _imported("ORDERDESK_MODIFY_CHECK", settings.ORDERDESK_MODIFY_CHECK)
 
 

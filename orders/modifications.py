@@ -11,6 +11,7 @@ import logging
 
 from django.utils import timezone
 
+from brokers import instruments
 from brokers.base import ModifyRequest, RequestOutcome, RequestResult
 from brokers.registry import get_broker
 
@@ -48,7 +49,9 @@ def request_modify(order: Order, actor: str, *, qty: int | None = None, price=No
         raise NotModifiable(f"a {order.order_type} order has no trigger price")
     if qty is not None and qty <= order.filled_qty:
         raise NotModifiable(f"qty {qty} must be above the {order.filled_qty} already filled (it is the total)")
-    refusal = modification_check()(order, qty=qty, price=price, trigger_price=trigger_price)
+    specs = instruments.specs(order.exchange, [order.symbol])
+    refusal = modification_check()(order, qty=qty, price=price, trigger_price=trigger_price,
+                                   instrument=specs.get(order.symbol) if specs else None)
     if refusal:
         raise NotModifiable(f"{refusal.tag} ({refusal.detail})" if refusal.detail else refusal.tag)
     modification = OrderModification.objects.create(order=order, qty=qty, price=price, trigger_price=trigger_price,

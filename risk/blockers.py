@@ -31,6 +31,13 @@ def instrument_checks(ctx: IntakeContext) -> dict[int, Verdict]:
     return instruments.check_instruments(ctx)
 
 
+def modification_check(order, *, qty=None, price=None, trigger_price=None, instrument=None) -> Verdict | None:
+    """An open order's new terms, checked as the intake checks a new order's: against the
+    instrument (its symbol master row, when one is loaded), then the risk limits."""
+    return (instruments.check_new_terms(order, instrument, qty=qty, price=price, trigger_price=trigger_price)
+            or limits.check_modification(order, qty=qty, price=price, trigger_price=trigger_price))
+
+
 def risk_limits(ctx: IntakeContext) -> dict[int, Verdict]:
     return limits.check_limits(ctx)
 

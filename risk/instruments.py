@@ -2,6 +2,7 @@
 freeze quantity. They run only for an exchange whose master is loaded (ctx.instruments; see
 brokers.instruments); without one the intake checks nothing of instruments, as before."""
 
+import copy
 from decimal import Decimal
 
 from django.conf import settings
@@ -30,6 +31,21 @@ def check_instruments(ctx: IntakeContext) -> dict[int, Verdict]:
             if ctx.note(order, code, verdict, _passed(code, spec)) and order.leg not in blocked:
                 blocked[order.leg] = verdict
     return blocked
+
+
+def check_new_terms(order, spec, *, qty: int | None, price, trigger_price) -> Verdict | None:
+    """A modification's new terms against the instrument (None: no master, or they fit): whole
+    lots, on the tick, within the freeze quantity (a modification is never split)."""
+    if spec is None:
+        return None
+    terms = copy.copy(order)  # never saved: orders are immutable
+    terms.qty = qty if qty is not None else order.open_qty
+    terms.price, terms.trigger_price = price, trigger_price  # only the new prices are checked
+    if spec.freeze_qty is not None and terms.qty > spec.freeze_qty:
+        return Verdict(f"GUARD_BLOCKED:FREEZE_QTY qty {terms.qty} > {spec.freeze_qty}", "a modification is not split")
+    if qty is not None and (verdict := _lot(terms, spec)):
+        return verdict
+    return _tick(terms, spec)
 
 
 def _passed(code: str, spec) -> str:

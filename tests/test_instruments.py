@@ -290,3 +290,21 @@ def test_the_admin_lists_and_searches_the_master(master, admin_client):
     assert "BANKNIFTY26DECF" in page and "NIFTY26DEC24000CE" not in page
     assert "NFO" in admin_client.get("/admin/brokers/instrumentmaster/").content.decode()
     assert admin_client.get("/admin/brokers/freezequantity/").status_code == 200
+
+
+def test_a_modification_is_checked_against_the_master_too(desk, master, settings, client):
+    settings.PAPER_FILL_DELAY_S = 3600
+    token = Token.objects.create(user=User.objects.create_superuser("ops", password="pw-ops-0123456789")).key
+    [order] = nfo(desk, leg("NIFTY26DEC24000CE", qty=150, product="NRML", price="120.50"))
+    desk.send()
+
+    def modify(**body):
+        return client.post(f"/api/orders/{order.command_id}/modify/", body, content_type="application/json",
+                           HTTP_AUTHORIZATION=f"Token {token}")
+
+    for body, tag in (({"qty": 160}, "GUARD_BLOCKED:LOT_SIZE qty 160 lot 75"),
+                      ({"price": "120.52"}, "GUARD_BLOCKED:TICK_SIZE price 120.52 tick 0.05"),
+                      ({"qty": 1875}, "GUARD_BLOCKED:FREEZE_QTY qty 1875 > 1800")):
+        reply = modify(**body)
+        assert reply.status_code == 400 and reply.json()["detail"].startswith(tag), reply.content
+    assert modify(qty=225, price="120.55").status_code == 202
