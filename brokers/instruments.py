@@ -20,7 +20,7 @@ from decimal import Decimal, InvalidOperation
 
 import requests
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from .models import FreezeQuantity, Instrument, InstrumentMaster
@@ -241,13 +241,26 @@ def master_loaded(exchange: str) -> bool:
 
 def specs(exchange: str, trading_symbols: Iterable[str]) -> dict[str, Spec] | None:
     """{trading symbol: Spec} of those the exchange's master lists; None when no master is
-    loaded for the exchange (the intake then checks nothing of instruments)."""
-    if not master_loaded(exchange):
+    loaded for the exchange (the intake then checks nothing of instruments).
+
+    One hand-written statement (whether a master is loaded, the rows, the freeze table's
+    quantities), not three ORM queries: every intake runs it, with or without a master."""
+    symbols = sorted(set(trading_symbols))
+    if not symbols:
         return None
-    rows = list(Instrument.objects.filter(exchange=exchange, trading_symbol__in=set(trading_symbols))
-                .values_list("trading_symbol", "symbol", "lot_size", "tick_size", "freeze_qty"))
-    missing_freeze = {symbol for _, symbol, _, _, freeze in rows if freeze is None}
-    table = dict(FreezeQuantity.objects.filter(exchange=exchange, symbol__in=missing_freeze)
-                 .values_list("symbol", "freeze_qty")) if missing_freeze else {}
-    return {trading_symbol: Spec(trading_symbol, lot, tick, freeze if freeze is not None else table.get(symbol))
-            for trading_symbol, symbol, lot, tick, freeze in rows}
+    marks = ", ".join(["%s"] * len(symbols))
+    sql = (f"SELECT i.trading_symbol, i.lot_size, i.tick_size, COALESCE(i.freeze_qty, f.freeze_qty) "
+           f"FROM {_MASTERS} m LEFT JOIN {_INSTRUMENTS} i ON i.exchange = m.exchange AND i.trading_symbol IN ({marks}) "
+           f"LEFT JOIN {_FREEZE} f ON f.exchange = i.exchange AND f.symbol = i.symbol "
+           f"WHERE m.exchange = %s AND m.rows > 0")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*symbols, exchange])
+        rows = cursor.fetchall()
+    if not rows:
+        return None
+    # SQLite hands a decimal column back as a float: through str, 0.05 stays 0.05.
+    return {symbol: Spec(symbol, lot, Decimal(str(tick)), freeze) for symbol, lot, tick, freeze in rows if symbol}
+
+
+_MASTERS, _INSTRUMENTS, _FREEZE = (connection.ops.quote_name(model._meta.db_table)
+                                   for model in (InstrumentMaster, Instrument, FreezeQuantity))

@@ -418,9 +418,9 @@ def test_guard_reads_are_a_bounded_number_of_queries(desk, strategy, monkeypatch
     for existing in (2, 50):
         crowd(existing)
         for legs in ([leg()], [leg(s) for s in SYMBOLS]):
-            # strategy, alert, orders, creation events, kill switch, market holiday, risk limits,
-            # (locks), guard read, one queued task per leg (+ the test's savepoint pair)
-            with django_assert_max_num_queries(12 + len(legs)), CaptureQueriesContext(connection) as passing:
+            # strategy, alert, symbol master, orders, creation events, kill switch, market holiday,
+            # risk limits, (locks), guard read, one queued task per leg (+ the test's savepoint pair)
+            with django_assert_max_num_queries(13 + len(legs)), CaptureQueriesContext(connection) as passing:
                 orders = desk.post("ENTRY", legs)
             assert [o.status for o in orders] == [Status.CREATED] * len(legs), [o.tag for o in orders]
             with CaptureQueriesContext(connection) as blocked:

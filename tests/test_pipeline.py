@@ -82,15 +82,16 @@ def test_case_3_shape_disabled_strategy_registered_then_failed(strategy, alert_b
 
 
 def test_intake_is_a_bounded_handful_of_queries(strategy, alert_body, post_alert, django_assert_max_num_queries):
-    # strategy, alert, orders, creation events, kill switch, market holiday, risk limits (none
-    # set: one read), instrument locks (PostgreSQL only: one upsert, whatever the legs), live
-    # orders and positions (one statement), queued task (+ the test's savepoint pair)
-    with django_assert_max_num_queries(12):
+    # strategy, alert, symbol master (one read, loaded or not), orders, creation events, kill
+    # switch, market holiday, risk limits (none set: one read), instrument locks (PostgreSQL
+    # only: one upsert, whatever the legs), live orders and positions (one statement), queued
+    # task (+ the test's savepoint pair)
+    with django_assert_max_num_queries(13):
         assert post_alert(alert_body()).status_code == 201
-    with django_assert_max_num_queries(15):  # a blocked leg: its move to FAILED instead of a task
+    with django_assert_max_num_queries(16):  # a blocked leg: its move to FAILED instead of a task
         reply = post_alert(alert_body(execution_type="EXIT")).json()
     assert reply["orders"][0]["tag"] == "GUARD_BLOCKED:NO_POSITION"
     two_legs = [{"symbol": s, "side": "BUY", "qty": 1, "order_type": "MARKET", "product": "MIS"}
                 for s in ("SBIN-EQ", "INFY-EQ")]
-    with django_assert_max_num_queries(13):  # one more queued task per extra leg, nothing else
+    with django_assert_max_num_queries(14):  # one more queued task per extra leg, nothing else
         assert post_alert(alert_body(legs=two_legs)).status_code == 201
