@@ -311,10 +311,13 @@ ORDERDESK_BLOCKERS = [p.strip() for p in env_str("ORDERDESK_BLOCKERS", ",".join(
 ])).split(",") if p.strip()]
 ORDERDESK_CLAIM_GUARD = env_str("ORDERDESK_CLAIM_GUARD", "risk.killswitch.claim_guard")
 ORDERDESK_KILL_SWITCH_CONTROL = env_str("ORDERDESK_KILL_SWITCH_CONTROL", "risk.killswitch.set_mode")
+ORDERDESK_MTM_CHECK = env_str("ORDERDESK_MTM_CHECK", "risk.mtm.strategies_to_square_off")
 ORDERDESK_MODIFY_CHECK = env_str("ORDERDESK_MODIFY_CHECK", "risk.blockers.modification_check")
 ALERT_MAX_AGE_S = env_float("ALERT_MAX_AGE_S", 60)  # an alert's sent_at older -> STALE_ALERT
 RISK_SNAPSHOT_MAX_AGE_S = env_float("RISK_SNAPSHOT_MAX_AGE_S", 30)  # older prices -> PNL_UNKNOWN
 ORDER_MAX_AGE_S = env_float("ORDER_MAX_AGE_S", 60)  # older at claim time -> STALE_ORDER
+# A square-off waits at most this long for its instrument's cancels before it sends the exit.
+SQUAREOFF_CANCEL_WAIT_S = env_float("SQUAREOFF_CANCEL_WAIT_S", 10)
 WATCHER_INTERVAL_S = env_float("WATCHER_INTERVAL_S", 1)
 WATCHER_SLICE_S = env_float("WATCHER_SLICE_S", 20)
 # While the broker's push feed is healthy, the order-book read is a reconciliation this often.

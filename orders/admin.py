@@ -8,7 +8,7 @@ from django.http import HttpResponseRedirect
 from django.utils import timezone
 from django.utils.html import format_html
 
-from . import cancels, feedstate
+from . import cancels, feedstate, squareoff
 from .export import csv_response
 from .models import (
     TAG_CODES,
@@ -306,6 +306,7 @@ class StrategyAdmin(admin.ModelAdmin):
         ("Strategy rules (GUARD_BLOCKED:)", {"fields": [
             "allowed_exchanges", "symbol_patterns", "allowed_products", "allowed_order_types",
             ("window_start", "window_end"), "trading_days", "exits_outside_window"]}),
+        ("Square-off", {"fields": ["squareoff_time"]}),
     ]
     actions = ["allow_only_tradingview"]
 
@@ -338,8 +339,27 @@ class PositionAdmin(ReadOnlyAdmin):
     list_select_related = ["strategy"]
     search_fields = ["symbol"]
 
+    actions = ["square_off"]
+
     def get_queryset(self, request):
         return positions_with_prices(super().get_queryset(request))
+
+    def has_square_off_permission(self, request) -> bool:
+        return request.user.has_perm("orders.place_manual_order")
+
+    @admin.action(description="Square off the selected positions (cancel their open orders, then exit)",
+                  permissions=["square_off"])
+    def square_off(self, request, queryset):
+        actor = f"admin:{request.user.get_username()}"[:64]
+        exits, waiting = [], 0
+        for position in queryset.select_related("strategy"):
+            result = squareoff.close(strategy=position.strategy.name, exchange=position.exchange,
+                                     symbol=position.symbol, actor=actor)
+            exits += result.orders
+            waiting += len(result.waiting)
+        said = [f"{o.side} {o.qty} {o.symbol} {o.status}{f' {o.tag}' if o.tag else ''}" for o in exits]
+        self.message_user(request, "Square-off: " + ("; ".join(said) or "nothing was open") + (
+            f"; {waiting} waiting for their cancels" if waiting else ""), messages.SUCCESS)
 
     @admin.display(description="last price", ordering="last_price")
     def last_price(self, obj):

@@ -6,4 +6,5 @@ class OrdersConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from . import cancels, notify  # noqa: F401 - connect their subscribers to orders.events
+        # Connect their subscribers: to orders.events, and (squareoff) to a strategy's save.
+        from . import cancels, notify, squareoff  # noqa: F401

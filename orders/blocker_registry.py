@@ -1,6 +1,6 @@
 """The blockers every intake runs, the claim-time check and the kill switch's control, from
 the settings (ORDERDESK_BLOCKERS, ORDERDESK_CLAIM_GUARD, ORDERDESK_KILL_SWITCH_CONTROL,
-ORDERDESK_MODIFY_CHECK: dotted paths), loaded once per process as brokers/registry.py loads brokers. The only way orders
+ORDERDESK_MODIFY_CHECK, ORDERDESK_MTM_CHECK: dotted paths), loaded once per process as brokers/registry.py loads brokers. The only way orders
 reaches risk."""
 
 from functools import cache
@@ -45,6 +45,11 @@ def modification_check():
     return _imported("ORDERDESK_MODIFY_CHECK", settings.ORDERDESK_MODIFY_CHECK)
 
 
+def mtm_check():
+    """check(now) -> [(strategy, why)]: the strategies whose day P&L reached an MTM stop or target."""
+    return _imported("ORDERDESK_MTM_CHECK", settings.ORDERDESK_MTM_CHECK)
+
+
 def kill_switch_control():
     """set_mode(mode, *, actor, strategy=None): throw a kill switch, recorded with who."""
     return _imported("ORDERDESK_KILL_SWITCH_CONTROL", settings.ORDERDESK_KILL_SWITCH_CONTROL)
@@ -53,6 +58,6 @@ def kill_switch_control():
 @receiver(setting_changed)
 def _reload(*, setting, **kwargs):
     if setting in ("ORDERDESK_BLOCKERS", "ORDERDESK_CLAIM_GUARD", "ORDERDESK_KILL_SWITCH_CONTROL",
-                   "ORDERDESK_MODIFY_CHECK"):
+                   "ORDERDESK_MODIFY_CHECK", "ORDERDESK_MTM_CHECK"):
         _blockers.cache_clear()
         _imported.cache_clear()

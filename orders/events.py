@@ -10,7 +10,8 @@ from brokers.signals import session_changed
 
 # sender: the Order class; order: the order as it now is; event: its new OrderEvent row
 order_event = Signal()
-# sender: the module that made the change; kind: "KILL_SWITCH" | "RISK_LOCK" | "BROKER_SESSION"; params: a dict
+# sender: the module that made the change; kind: "KILL_SWITCH" | "RISK_LOCK" | "BROKER_SESSION" |
+# "SQUARE_OFF"; params: a dict
 desk_event = Signal()
 
 

@@ -163,6 +163,9 @@ class Strategy(models.Model):
         help_text="comma-separated, e.g. MON,TUE,WED,THU,FRI; empty: every day (GUARD_BLOCKED:OUTSIDE_WINDOW)")
     exits_outside_window = models.BooleanField(
         default=True, help_text="let EXIT legs through outside the window and days (never trapped in a position)")
+    squareoff_time = models.TimeField(
+        null=True, blank=True, help_text="IST: cancel the strategy's open orders and exit its positions at this time "
+                                         "each day (MIS strategies: 15:15); empty: never")
     split_above_freeze = models.BooleanField(
         default=False, help_text="a leg above the instrument's freeze quantity becomes several orders of at most "
                                  "it (slices, all or none) instead of GUARD_BLOCKED:FREEZE_QTY")
@@ -288,7 +291,8 @@ class Order(models.Model):
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        permissions = [("cancel_order", "Can cancel an order"), ("modify_order", "Can modify an open order")]
+        permissions = [("cancel_order", "Can cancel an order"), ("modify_order", "Can modify an open order"),
+                       ("place_manual_order", "Can place manual orders and square off positions")]
         constraints = [models.UniqueConstraint(fields=["alert", "leg", "slice"], name="one_order_per_alert_leg_slice")]
         indexes = [models.Index(fields=["status", "created_at"], name="order_status_created"),
                    models.Index(fields=["symbol", "created_at"], name="order_symbol_created"),  # the blotter's search
@@ -507,3 +511,47 @@ class BrokerPosition(models.Model):
 
     def __str__(self):
         return f"{self.exchange}:{self.symbol} {self.product} {self.net_qty:+d}"
+
+
+class SquareOffTrigger(models.TextChoices):
+    TIME = "TIME", "the strategy's squareoff_time"
+    MTM = "MTM", "an MTM stop loss or target"
+    MANUAL = "MANUAL", "close requested (API, admin, command)"
+
+
+class SquareOff(models.Model):
+    """One position of a strategy to make flat: its open orders are cancelled, then its EXIT
+    registered once the instrument has no live order (or SQUAREOFF_CANCEL_WAIT_S later), through
+    the one intake, under `alert_id` (so it is registered once however often it is processed)."""
+
+    strategy = models.ForeignKey(Strategy, on_delete=models.PROTECT, related_name="squareoffs")
+    exchange = models.CharField(max_length=8)
+    symbol = models.CharField(max_length=64)
+    product = models.CharField(max_length=4, choices=Product.choices)
+    trigger = models.CharField(max_length=8, choices=SquareOffTrigger.choices)
+    actor = models.CharField(max_length=64)
+    alert_id = models.CharField(max_length=64)
+    requested_at = models.DateTimeField(default=timezone.now)
+    done_at = models.DateTimeField(null=True, blank=True, help_text="empty: waiting for the cancels")
+    exit_order = models.ForeignKey(Order, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    note = models.CharField(max_length=255, blank=True, help_text="what became of it")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["strategy", "alert_id"], name="one_squareoff_per_alert_id")]
+        indexes = [models.Index(fields=["done_at", "requested_at"], name="squareoff_waiting")]
+
+    def __str__(self):
+        return f"square-off {self.exchange}:{self.symbol} {self.product} of {self.strategy_id} ({self.trigger})"
+
+
+class SquareOffDay(models.Model):
+    """A strategy's automatic square-off of one trading day, by time or by MTM: at most one each."""
+
+    strategy = models.ForeignKey(Strategy, on_delete=models.CASCADE, related_name="squareoff_days")
+    day = models.DateField(help_text="the IST trading day")
+    trigger = models.CharField(max_length=8, choices=SquareOffTrigger.choices)
+    at = models.DateTimeField(default=timezone.now)
+    detail = models.CharField(max_length=255, blank=True, help_text="the day P&L that triggered an MTM exit")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["strategy", "day", "trigger"], name="one_squareoff_a_day")]

@@ -115,6 +115,10 @@ def _on_desk_event(sender, kind, params, **kwargs):
         queue(f"🛑 KILL SWITCH {params['scope']}: {params['from']} -> {params['to']} by {params['actor']}", URGENT)
     elif kind == "RISK_LOCK":
         queue(f"🔒 RISK LOCK {params['scope']}: {params['tag']}\nentries locked until an admin resets it", URGENT)
+    elif kind == "SQUARE_OFF":
+        queue(f"⏹ SQUARE-OFF {params['strategy']} ({params['trigger']}): {params['why']}\n"
+              "open orders cancelled, positions exited" + (
+                  "; entries locked for the day" if params["trigger"] == "MTM" else ""), URGENT)
     elif kind == "BROKER_SESSION" and params["change"] in ("invalidated", "login_failed"):
         what = "session EXPIRED" if params["change"] == "invalidated" else "login FAILED"
         # A failing automatic login retries every SHOONYA_LOGIN_RETRY_S: repeats join one message.

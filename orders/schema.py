@@ -251,6 +251,35 @@ cancel_all_schema = extend_schema(
 )
 
 
+CLOSED_ORDER = inline_serializer("SquareOffExit", {
+    "command_id": serializers.CharField(), "strategy": serializers.CharField(), "exchange": serializers.CharField(),
+    "symbol": serializers.CharField(), "side": serializers.ChoiceField(Side.choices), "qty": serializers.IntegerField(),
+    "product": serializers.ChoiceField(Product.choices), "status": serializers.ChoiceField(Status.choices),
+    "tag": serializers.CharField(allow_blank=True, help_text="why the exit failed, e.g. RISK_BLOCKED:KILL_SWITCH_HALTED"),
+}, many=True)
+WAITING_POSITION = inline_serializer("SquareOffWaiting", {
+    "strategy": serializers.CharField(), "exchange": serializers.CharField(), "symbol": serializers.CharField(),
+    "product": serializers.ChoiceField(Product.choices)}, many=True)
+close_positions_schema = extend_schema(
+    summary="Square off: cancel the open orders and exit every open position that matches "
+            "(permission orders.place_manual_order)",
+    description="Each exit goes through the intake (source `system`): registered first, every blocker applies "
+                "except those that never stop a square-off; the kill switch's HALTED still does, and the exit's "
+                "tag says so. A position whose instrument still has live orders after the cancels waits for them "
+                "(at most SQUAREOFF_CANCEL_WAIT_S), then the watcher registers its exit.",
+    request=inline_serializer("ClosePositionsRequest", {
+        "strategy": serializers.CharField(required=False, help_text="only this strategy's positions"),
+        "exchange": serializers.ChoiceField([(e, e) for e in EXCHANGES], required=False),
+        "symbol": serializers.CharField(required=False, help_text="only this symbol's positions")}),
+    responses={
+        200: OpenApiResponse(inline_serializer("ClosePositions", {
+            "orders": CLOSED_ORDER, "cancelled": CancelledOrderSerializer(many=True), "waiting": WAITING_POSITION}),
+            description="the exits registered now, the cancels made, the positions waiting for their cancels"),
+        **error_responses(400, *AUTHENTICATED_ERRORS, e400="a filter is not a string, or an unknown exchange"),
+    },
+)
+
+
 modify_schema = extend_schema(
     summary="Modify an open LIMIT, SL or SL-M order (permission orders.modify_order)",
     request=inline_serializer("ModifyRequest", {

@@ -2,7 +2,7 @@ from rest_framework import serializers
 
 from brokers.models import Instrument
 
-from .models import Order, OrderEvent
+from .models import EXCHANGE_CODES, Order, OrderEvent
 
 
 def intake_response(result) -> dict:
@@ -64,6 +64,25 @@ class OrderDetailSerializer(OrderSerializer):
 class CancelAllSerializer(serializers.Serializer):
     strategy = serializers.CharField(required=False, max_length=64)
     symbol = serializers.CharField(required=False, max_length=64)
+
+
+class ClosePositionsSerializer(serializers.Serializer):
+    strategy = serializers.CharField(required=False, max_length=64)
+    exchange = serializers.ChoiceField([(e, e) for e in EXCHANGE_CODES], required=False)
+    symbol = serializers.CharField(required=False, max_length=64)
+
+
+def close_response(result) -> dict:
+    """What a close did: the exits registered now, the cancels, the positions still waiting."""
+    return {
+        "orders": [{"command_id": o.command_id, "strategy": o.strategy.name, "exchange": o.exchange,
+                    "symbol": o.symbol, "side": o.side, "qty": o.qty, "product": o.product, "status": o.status,
+                    "tag": o.tag} for o in result.orders],
+        "cancelled": [{"command_id": o.command_id, "status": o.status, "tag": o.tag, "cancel": outcome}
+                      for o, outcome in result.cancelled],
+        "waiting": [{"strategy": r.strategy.name, "exchange": r.exchange, "symbol": r.symbol, "product": r.product}
+                    for r in result.waiting],
+    }
 
 
 class InstrumentSerializer(serializers.ModelSerializer):

@@ -3,7 +3,7 @@
 from django.conf import settings
 from django_q.conf import Conf
 
-from . import cancels, modifications, notify, submission, watcher
+from . import cancels, modifications, notify, squareoff, submission, watcher
 from .queue import enqueue_watcher
 
 
@@ -17,6 +17,11 @@ def cancel_order(command_id: str) -> str:
 
 def modify_order(modification_id: int) -> str:
     return modifications.send_modify(modification_id)
+
+
+def run_squareoffs() -> str:
+    """A strategy's daily schedule at its squareoff_time: the backstop of the watcher's check."""
+    return f"{len(squareoff.run_due())} exits registered"
 
 
 def watcher_slice_seconds() -> float:

@@ -7,7 +7,11 @@ from django.conf import settings
 from django.utils import timezone
 
 
+def local_now(now: datetime | None = None) -> datetime:
+    """The time on the exchange's clock (IST)."""
+    return (now or timezone.now()).astimezone(ZoneInfo(settings.TRADING_TZ))
+
+
 def trading_day_start(now: datetime | None = None) -> datetime:
     """Midnight at the start of the current trading day, as an aware datetime."""
-    local = (now or timezone.now()).astimezone(ZoneInfo(settings.TRADING_TZ))
-    return local.replace(hour=0, minute=0, second=0, microsecond=0)
+    return local_now(now).replace(hour=0, minute=0, second=0, microsecond=0)

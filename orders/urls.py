@@ -18,6 +18,7 @@ urlpatterns = [
     path("orders/<slug:command_id>/cancel/", views.OrderCancelView.as_view(), name="order-cancel"),
     path("orders/<slug:command_id>/modify/", views.OrderModifyView.as_view(), name="order-modify"),
     path("instruments/", views.InstrumentListView.as_view(), name="instrument-list"),
+    path("positions/close/", views.ClosePositionsView.as_view(), name="positions-close"),
     path("health/", HealthView.as_view(), name="health"),
     path("token/", views.TokenView.as_view(), name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

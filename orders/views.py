@@ -15,12 +15,13 @@ from rest_framework.views import APIView
 from brokers.instruments import EXCHANGES as MASTER_EXCHANGES
 from brokers.models import Instrument
 
-from . import cancels, modifications
+from . import cancels, modifications, squareoff
 from .export import csv_response
 from .models import Order, OrderEvent, Status
 from .schema import (
     cancel_all_schema,
     cancel_schema,
+    close_positions_schema,
     explain_schema,
     instrument_list_schema,
     modify_schema,
@@ -29,7 +30,14 @@ from .schema import (
     token_schema,
     webhook_schema,
 )
-from .serializers import CancelAllSerializer, InstrumentSerializer, OrderDetailSerializer, OrderSerializer
+from .serializers import (
+    CancelAllSerializer,
+    ClosePositionsSerializer,
+    InstrumentSerializer,
+    OrderDetailSerializer,
+    OrderSerializer,
+    close_response,
+)
 from .validation import validate_modification
 from .webhook import receive_webhook
 
@@ -247,3 +255,19 @@ class TokenView(ObtainAuthToken):
         # axes marks a locked-out login on the request it is handed, and its middleware looks
         # at Django's request, not at DRF's wrapper around it.
         return {**super().get_serializer_context(), "request": self.request._request}
+
+
+CanPlaceManualOrders = needs_permission("orders.place_manual_order", "closing positions")
+
+
+class ClosePositionsView(APIView):
+    """POST: square off every open position that matches (optionally one strategy's, exchange's,
+    symbol's): cancel its open orders, then register its exit."""
+
+    permission_classes = [CanPlaceManualOrders]
+
+    @close_positions_schema
+    def post(self, request):
+        query = ClosePositionsSerializer(data=request.data)
+        query.is_valid(raise_exception=True)
+        return Response(close_response(squareoff.close(actor=_actor(request), **query.validated_data)))

@@ -18,7 +18,7 @@ from django.utils import timezone
 from brokers.base import BookEntry, BookStatus
 from brokers.registry import get_broker
 
-from . import feedstate, leases, lifecycle, notify
+from . import feedstate, leases, lifecycle, notify, squareoff
 from .leases import new_owner  # noqa: F401 - the owner names of watcher runs are made here too
 from .models import TERMINAL_STATUSES, BrokerPosition, EventKind, Order, OrderEvent, Status
 from .queue import enqueue_submissions, tasks_waiting
@@ -142,9 +142,15 @@ class OrderWatcher:
             notify.resume_delivery()
         except Exception:  # noqa: BLE001 - housekeeping must not cost the reconciliation
             log.exception("housekeeping (pruning rejected alerts, resuming notifications) failed")
-        if not self.reconcile_book(now):
+        read = self.reconcile_book(now)
+        if read:
+            self._snapshot_positions()
+        try:  # after the fills and prices of this pass: square-offs due (time, MTM) and waiting ones
+            squareoff.run_due()
+        except Exception:  # noqa: BLE001 - a failed square-off pass is retried on the next one
+            log.exception("square-off pass failed")
+        if not read:
             return False
-        self._snapshot_positions()
         checkpoint_sqlite_wal()
         return True
 

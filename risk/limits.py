@@ -30,10 +30,12 @@ from orders.models import (
     Position,
     Product,
     Source,
+    SquareOffDay,
+    SquareOffTrigger,
     Strategy,
 )
 from orders.prices import Quote, aware, latest_prices
-from orders.tradingday import trading_day_start
+from orders.tradingday import local_now, trading_day_start
 
 from .models import OrderRateBucket, RiskLimits, RiskLock
 from .pipeline import IntakeContext, Verdict
@@ -278,6 +280,17 @@ class Scope:
         return self.once("day", lambda: self.strategy_pnl(self.figures().realized_today))
 
     # --- the checks ------------------------------------------------------------------------
+    def mtm_exit_done(self) -> tuple[str, Verdict | None]:
+        """Entries stay locked for the rest of the trading day once an MTM exit squared it off."""
+        done = SquareOffDay.objects.filter(strategy=self.strategy, day=local_now(self.ctx.now).date(),
+                                           trigger=SquareOffTrigger.MTM).values_list("detail", "at").first()
+        if done is None:
+            return "MTM_EXIT_DONE", None
+        detail, at = done
+        figures = detail.split(" (", 1)[0]  # "day P&L -5200.00 <= -5000.00"
+        return "MTM_EXIT_DONE", Verdict(f"RISK_BLOCKED:MTM_EXIT_DONE {figures}",
+                                        f"squared off at {at:%H:%M:%S} UTC: {detail}; entries locked for the day")
+
     def daily_loss(self) -> tuple[str, Verdict | None]:
         limit = self.limits.daily_loss
         pnl, how = self.day_pnl()
@@ -472,6 +485,8 @@ def _check_order(scope: Scope, order: Order, quotes: dict, passed: list) -> list
     limits, label, results = scope.limits, scope.label, []
     entry = order.execution_type == ExecutionType.ENTRY
     if entry:
+        if limits.mtm_stop_loss is not None or limits.mtm_target is not None:
+            results.append(scope.mtm_exit_done())
         if limits.daily_loss is not None:
             results.append(scope.daily_loss())
         results.append(scope.max_loss())

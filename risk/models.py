@@ -91,6 +91,12 @@ class RiskLimits(models.Model):
     max_positions = models.PositiveIntegerField(null=True, blank=True, help_text="open positions (MAX_POSITIONS)")
     price_band_pct = models.DecimalField(max_digits=6, decimal_places=2, null=True, blank=True,
                                          help_text="% a LIMIT/SL price may be from the latest known price (PRICE_BAND)")
+    mtm_stop_loss = models.DecimalField(
+        max_digits=14, decimal_places=2, null=True, blank=True,
+        help_text="₹: day P&L at -N squares the strategy off and locks its entries for the day (MTM_EXIT_DONE)")
+    mtm_target = models.DecimalField(
+        max_digits=14, decimal_places=2, null=True, blank=True,
+        help_text="₹: day P&L at +N squares the strategy off and locks its entries for the day (MTM_EXIT_DONE)")
     updated_at = models.DateTimeField(default=timezone.now)
     updated_by = models.CharField(max_length=64, blank=True)
 
@@ -105,7 +111,7 @@ class RiskLimits(models.Model):
         verbose_name_plural = "risk limits"
 
     LIMIT_FIELDS = ("daily_loss", "max_loss", "cooldown_min", "max_qty", "max_notional", "max_orders_per_min",
-                    "max_positions", "price_band_pct")
+                    "max_positions", "price_band_pct", "mtm_stop_loss", "mtm_target")
 
     def __str__(self):
         return f"limits of {self.strategy.name if self.strategy_id else 'the account'}"

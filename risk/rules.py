@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.db import connection
 
-from orders.models import WEEKDAYS, ExecutionType, Order, Strategy, split_list
+from orders.models import WEEKDAYS, ExecutionType, Order, Source, Strategy, split_list
 
 from .models import MarketHoliday
 from .pipeline import IntakeContext, Verdict
@@ -96,6 +96,11 @@ def check_rules(ctx: IntakeContext) -> dict[int, Verdict]:
     strategy = ctx.strategy
     blocked = {}
     for order in pending:
+        if order.source == Source.SYSTEM and order.execution_type == ExecutionType.EXIT:
+            # A square-off closes what the strategy holds, at the time it chose: the rules
+            # for its alerts (window, holidays, products, order types) never trap it in a position.
+            ctx.note(order, "STRATEGY_RULES", None, "a square-off exit: the strategy's alert rules do not apply")
+            continue
         checks = [
             ("STALE_ALERT", stale),
             ("MARKET_CLOSED", closed),

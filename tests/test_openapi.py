@@ -30,8 +30,8 @@ def token(transactional_db, live_server):
     import requests
 
     user = User.objects.create_user("fuzz", password="fuzz-password-0123456789", is_staff=True)
-    # cancels and modifications answer 200/202 and 409 too
-    user.user_permissions.add(*Permission.objects.filter(codename__in=["cancel_order", "modify_order"]))
+    # cancels, modifications and closes answer 200/202 and 409 too
+    user.user_permissions.add(*Permission.objects.filter(codename__in=["cancel_order", "modify_order", "place_manual_order"]))
     StrategyFactory(name="demo")
     Instrument.objects.create(exchange="NFO", token="35001", trading_symbol="NIFTY26DEC24000CE", symbol="NIFTY",
                               instrument_type="OPTIDX", expiry=date(2026, 12, 31), strike=Decimal(24000),
@@ -63,6 +63,7 @@ def test_schema_lists_every_endpoint_with_its_errors(client):
         ("/api/health/", "get"), ("/api/token/", "post"), ("/api/webhook/explain/", "post"),
         ("/api/orders/{command_id}/cancel/", "post"), ("/api/orders/cancel-all/", "post"),
         ("/api/orders/{command_id}/modify/", "post"), ("/api/instruments/", "get"),
+        ("/api/positions/close/", "post"),
     }
     webhook = operations[("/api/webhook/", "post")]
     assert {"200", "201", "400", "401", "403", "413", "415", "429", "503"} <= set(webhook["responses"])

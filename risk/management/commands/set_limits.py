@@ -36,6 +36,10 @@ class Command(BaseCommand):
         parser.add_argument("--max-positions", type=int, metavar="N", help="open positions")
         parser.add_argument("--price-band-pct", type=_amount_arg, metavar="P",
                             help="%% a LIMIT/SL price may be from the latest known price")
+        parser.add_argument("--mtm-stop-loss", type=_amount_arg, metavar="N",
+                            help="₹: day P&L at -N squares the strategy off and locks its entries for the day")
+        parser.add_argument("--mtm-target", type=_amount_arg, metavar="N",
+                            help="₹: day P&L at +N squares the strategy off and locks its entries for the day")
         parser.add_argument("--clear", action="store_true", help="remove every limit first")
 
     def handle(self, *args, strategy=None, clear=False, **options):
@@ -45,7 +49,7 @@ class Command(BaseCommand):
             if target is None:
                 raise CommandError(f"no strategy {strategy!r}")
         names = ("daily_loss", "max_loss", "cooldown_min", "cooldown_after_losses", "max_qty", "max_notional",
-                 "max_orders_per_min", "max_positions", "price_band_pct")
+                 "max_orders_per_min", "max_positions", "price_band_pct", "mtm_stop_loss", "mtm_target")
         values = {name: options.get(name) for name in names}
         for name in ("cooldown_min", "cooldown_after_losses", "max_qty", "max_orders_per_min", "max_positions"):
             if values[name] is not None and values[name] < 1:
