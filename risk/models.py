@@ -1,3 +1,4 @@
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -115,6 +116,10 @@ class RiskLimits(models.Model):
 
     def __str__(self):
         return f"limits of {self.strategy.name if self.strategy_id else 'the account'}"
+
+    def clean(self):
+        if self.is_account and (self.mtm_stop_loss is not None or self.mtm_target is not None):
+            raise ValidationError("MTM exits are per strategy: set mtm_stop_loss and mtm_target on a strategy's limits")
 
     def configured(self) -> dict:
         return {name: getattr(self, name) for name in self.LIMIT_FIELDS if getattr(self, name) is not None}

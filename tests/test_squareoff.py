@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import Permission, User
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 from django_q.models import Schedule
 from rest_framework.authtoken.models import Token
@@ -215,3 +215,8 @@ def test_a_square_off_through_the_fake_noren_server(desk, strategy, shoonya_lega
     desk.send()
     [placed] = [c.jdata for c in shoonya_legacy.calls_to("PlaceOrder") if c.jdata["trantype"] == "S"]
     assert (placed["remarks"], placed["qty"]) == (result.orders[0].command_id, "10")
+
+
+def test_mtm_exits_are_per_strategy():
+    with pytest.raises(CommandError, match="MTM exits are per strategy"):
+        call_command("set_limits", "--mtm-stop-loss", "100")
