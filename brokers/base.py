@@ -163,6 +163,22 @@ class FeedListener:
         """The connection ended or could not be set up; the feed tries again after a pause."""
 
 
+@dataclass(frozen=True)
+class Funds:
+    """The account's money as the broker reports it (Noren's Limits)."""
+
+    cash: Decimal
+    payin: Decimal  # added today
+    margin_used: Decimal
+    collateral: Decimal  # pledged holdings' value (margin products only)
+
+    @property
+    def available_cash(self) -> Decimal:
+        """What a delivery (CNC) buy can spend: cash and today's pay-in, less the margin in use
+        (collateral backs margin products only)."""
+        return self.cash + self.payin - self.margin_used
+
+
 class OrderFeed:
     def run(self, listener: FeedListener) -> None:
         """Connect, log in, subscribe and report to `listener` while listener.running(),
@@ -201,6 +217,11 @@ class Broker:
 
     def order_feed(self) -> OrderFeed | None:
         """The broker's push feed of order updates, or None (then the watcher polls)."""
+        return None
+
+    def funds(self) -> Funds | None:
+        """The account's cash and margins, or None when the broker cannot tell. Raises
+        BrokerUnavailable when a read failed."""
         return None
 
     def reference_prices(self, instruments: set[tuple[str, str]]) -> dict[tuple[str, str], Decimal]:

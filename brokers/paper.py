@@ -20,6 +20,7 @@ from .base import (
     Broker,
     BrokerInDoubt,
     FeedListener,
+    Funds,
     ModifyRequest,
     OrderFeed,
     PlaceOutcome,
@@ -248,6 +249,11 @@ class PaperBroker(Broker):
                            f"WHERE symbol IN ({', '.join(['%s'] * len(symbols))})", symbols)
             rows = cursor.fetchall()
         return {(e, s): Decimal(str(price)) for e, s, price in rows if (e, s) in instruments}
+
+    def funds(self) -> Funds:
+        """PAPER_CASH, and as margin in use the open positions at their average price."""
+        used = sum((abs(p.net_qty) * p.net_avg_price for p in self.positions()), Decimal(0))
+        return Funds(Decimal(settings.PAPER_CASH), Decimal(0), used, Decimal(0))
 
     def positions(self) -> list[Position]:
         """Net quantity, average price and P&L per instrument from the fills (average cost),

@@ -28,6 +28,7 @@ from .base import (
     Broker,
     BrokerInDoubt,
     BrokerUnavailable,
+    Funds,
     ModifyRequest,
     PlaceOutcome,
     PlaceRequest,
@@ -345,6 +346,16 @@ class ShoonyaBroker(Broker):
         if not is_ok(reply):
             raise BrokerUnavailable(f"Limits: {error_message(reply) if isinstance(reply, dict) else _shape(reply)}")
         return reply
+
+    def funds(self) -> Funds:
+        reply = self.limits()
+        try:
+            figures = [Decimal(str(reply.get(key) or "0")) for key in ("cash", "payin", "marginused", "brkcollamt")]
+        except InvalidOperation:
+            figures = []
+        if len(figures) != 4 or not all(f.is_finite() for f in figures):
+            raise BrokerUnavailable(f"Limits: a figure that is not a number in {_shape(reply)}")
+        return Funds(*figures)
 
     def order_book(self) -> list[BookEntry]:
         rows = self._read("OrderBook", {"ordersource": "API", "uid": sessions.user_id()})

@@ -307,6 +307,7 @@ ORDERDESK_BLOCKERS = [p.strip() for p in env_str("ORDERDESK_BLOCKERS", ",".join(
     "risk.blockers.strategy_rules",
     "risk.blockers.instrument_checks",
     "risk.blockers.risk_limits",
+    "risk.blockers.funds_check",
     "risk.blockers.execution_guard",
 ])).split(",") if p.strip()]
 ORDERDESK_CLAIM_GUARD = env_str("ORDERDESK_CLAIM_GUARD", "risk.killswitch.claim_guard")
@@ -318,6 +319,8 @@ RISK_SNAPSHOT_MAX_AGE_S = env_float("RISK_SNAPSHOT_MAX_AGE_S", 30)  # older pric
 ORDER_MAX_AGE_S = env_float("ORDER_MAX_AGE_S", 60)  # older at claim time -> STALE_ORDER
 # A square-off waits at most this long for its instrument's cancels before it sends the exit.
 SQUAREOFF_CANCEL_WAIT_S = env_float("SQUAREOFF_CANCEL_WAIT_S", 10)
+FUNDS_INTERVAL_S = env_float("FUNDS_INTERVAL_S", 60)  # the watcher reads the broker's Limits this often
+FUNDS_MAX_AGE_S = env_float("FUNDS_MAX_AGE_S", 180)  # older: check_funds strategies get FUNDS_UNKNOWN
 WATCHER_INTERVAL_S = env_float("WATCHER_INTERVAL_S", 1)
 WATCHER_SLICE_S = env_float("WATCHER_SLICE_S", 20)
 # While the broker's push feed is healthy, the order-book read is a reconciliation this often.
@@ -339,6 +342,7 @@ BROKER_MAX_ORDERS_PER_S = None if BROKER_MAX_ORDERS_PER_S < 0 else BROKER_MAX_OR
 BROKER_CONNECT_TIMEOUT_S = env_float("BROKER_CONNECT_TIMEOUT_S", 3)
 BROKER_READ_TIMEOUT_S = env_float("BROKER_READ_TIMEOUT_S", 10)
 PAPER_FILL_DELAY_S = env_float("PAPER_FILL_DELAY_S", 1)
+PAPER_CASH = env_float("PAPER_CASH", 1_000_000)  # the paper account's cash, in rupees
 WEBHOOK_MAX_BYTES = 64 * 1024
 WEBHOOK_RETRY_AFTER_S = env_int("WEBHOOK_RETRY_AFTER_S", 5)  # the 503's Retry-After
 # DRF rate strings: generous for real bursts, a stop for a runaway or hostile sender.

@@ -15,6 +15,7 @@ from .models import (
     TAG_FAMILIES,
     TRADINGVIEW_SENDER_IPS,
     Alert,
+    BrokerFunds,
     BrokerPosition,
     EventKind,
     Fill,
@@ -25,6 +26,8 @@ from .models import (
     OrderModification,
     Position,
     RejectedAlert,
+    SquareOff,
+    SquareOffDay,
     Status,
     Strategy,
     WatcherLease,
@@ -306,7 +309,7 @@ class StrategyAdmin(admin.ModelAdmin):
         ("Strategy rules (GUARD_BLOCKED:)", {"fields": [
             "allowed_exchanges", "symbol_patterns", "allowed_products", "allowed_order_types",
             ("window_start", "window_end"), "trading_days", "exits_outside_window"]}),
-        ("Square-off", {"fields": ["squareoff_time"]}),
+        ("Square-off and funds", {"fields": ["squareoff_time", "check_funds"]}),
     ]
     actions = ["allow_only_tradingview"]
 
@@ -377,6 +380,11 @@ class PositionAdmin(ReadOnlyAdmin):
         return response
 
 
+@admin.register(BrokerFunds)
+class BrokerFundsAdmin(ReadOnlyAdmin):
+    list_display = ["broker", "cash", "payin", "margin_used", "collateral", "available_cash", "taken_at"]
+
+
 @admin.register(BrokerPosition)
 class BrokerPositionAdmin(ReadOnlyAdmin):
     list_display = ["exchange", "symbol", "product", "net_qty", "net_avg_price", "realized_pnl", "unrealized_pnl",
@@ -409,3 +417,20 @@ class NotificationAdmin(ReadOnlyAdmin):
     list_filter = [DeliveryFilter, "priority"]
     search_fields = ["text"]
     show_full_result_count = False
+
+
+@admin.register(SquareOff)
+class SquareOffAdmin(ReadOnlyAdmin):
+    """Every square-off request, per position: who or what asked, and what became of it."""
+
+    list_display = ["requested_at", "strategy", "exchange", "symbol", "product", "trigger", "actor", "done_at",
+                    "exit_order", "note"]
+    list_filter = ["trigger", "strategy"]
+    list_select_related = ["strategy", "exit_order"]
+    search_fields = ["symbol", "alert_id"]
+
+
+@admin.register(SquareOffDay)
+class SquareOffDayAdmin(ReadOnlyAdmin):
+    list_display = ["day", "strategy", "trigger", "at", "detail"]
+    list_filter = ["trigger"]

@@ -93,6 +93,19 @@ def shoonya_session_state() -> dict:
             "obtained_at": _iso(row["obtained_at"]), "invalidated_at": _iso(row["invalidated_at"])}
 
 
+def funds_state(now) -> dict:
+    """The account's funds as the watcher last read them (never a reason to degrade: a broker
+    may not report them; check_funds strategies see FUNDS_UNKNOWN when they are stale)."""
+    from .models import BrokerFunds
+
+    row = BrokerFunds.objects.filter(broker=settings.ORDERDESK_BROKER).values(
+        "cash", "payin", "margin_used", "collateral", "available_cash", "taken_at").first()
+    if row is None:
+        return {"known": False}
+    return {"known": True, **{k: str(v) for k, v in row.items() if k != "taken_at"},
+            "taken_at": _iso(row["taken_at"]), "age_s": round((now - row["taken_at"]).total_seconds(), 1)}
+
+
 def broker_state() -> dict:
     from brokers.registry import BROKERS
 
@@ -136,6 +149,7 @@ def health_report() -> HealthReport:
         watcher = watcher_state(now)
         broker = broker_state()
         feed = feedstate.state(now)
+        funds = funds_state(now)
     except DatabaseError as exc:
         # The class name only: a driver's message can carry the host, user or database name.
         return HealthReport(DOWN, {"database": {"reachable": False, "vendor": connection.vendor,
@@ -144,5 +158,5 @@ def health_report() -> HealthReport:
     reasons = _reasons(queue, watcher, broker, feed)
     return HealthReport(DEGRADED if reasons else OK, {
         "reasons": reasons, "database": database, "queue": queue, "watcher": watcher, "broker": broker, "feed": feed,
-        "checked_at": now.isoformat(),
+        "funds": funds, "checked_at": now.isoformat(),
     })

@@ -95,7 +95,7 @@ TAG_CODES = ("STRATEGY_DISABLED", "KILL_SWITCH_HALTED", "KILL_SWITCH_REDUCING", 
              "PRICE_UNKNOWN", "PRICE_BAND", "ORDER_RATE_LIMIT", "MAX_POSITIONS", "DUPLICATE_LIVE_ORDER",
              "DUPLICATE_POSITION", "CROSS_STRATEGY_CONFLICT", "NO_POSITION", "EXIT_EXCEEDS_POSITION", "BATCH",
              "STALE_ORDER", "UNKNOWN_SYMBOL", "LOT_SIZE", "TICK_SIZE", "FREEZE_QTY", "TOO_MANY_SLICES",
-             "MTM_EXIT_DONE")
+             "MTM_EXIT_DONE", "INSUFFICIENT_FUNDS", "FUNDS_UNKNOWN")
 
 
 def tag_parts(tag: str) -> tuple[str, str]:
@@ -167,6 +167,9 @@ class Strategy(models.Model):
     squareoff_time = models.TimeField(
         null=True, blank=True, help_text="IST: cancel the strategy's open orders and exit its positions at this time "
                                          "each day (MIS strategies: 15:15); empty: never")
+    check_funds = models.BooleanField(
+        default=False, help_text="refuse a CNC buy whose value exceeds the account's available cash "
+                                 "(RISK_BLOCKED:INSUFFICIENT_FUNDS); margin products are the broker's to judge")
     split_above_freeze = models.BooleanField(
         default=False, help_text="a leg above the instrument's freeze quantity becomes several orders of at most "
                                  "it (slices, all or none) instead of GUARD_BLOCKED:FREEZE_QTY")
@@ -512,6 +515,25 @@ class BrokerPosition(models.Model):
 
     def __str__(self):
         return f"{self.exchange}:{self.symbol} {self.product} {self.net_qty:+d}"
+
+
+class BrokerFunds(models.Model):
+    """The account's funds as of the watcher's last read of the broker's Limits (one row)."""
+
+    broker = models.CharField(max_length=32, primary_key=True)
+    cash = models.DecimalField(max_digits=18, decimal_places=2)
+    payin = models.DecimalField(max_digits=18, decimal_places=2, help_text="added today")
+    margin_used = models.DecimalField(max_digits=18, decimal_places=2)
+    collateral = models.DecimalField(max_digits=18, decimal_places=2, help_text="pledged holdings (margin only)")
+    available_cash = models.DecimalField(max_digits=18, decimal_places=2,
+                                         help_text="cash + pay-in − margin used: what a CNC buy can spend")
+    taken_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "broker funds"
+
+    def __str__(self):
+        return f"{self.broker} funds: available {self.available_cash}"
 
 
 class SquareOffTrigger(models.TextChoices):

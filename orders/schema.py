@@ -138,6 +138,7 @@ HEALTH_DETAILS = inline_serializer("Health", {
     "watcher": serializers.DictField(required=False),
     "broker": serializers.DictField(required=False),
     "feed": serializers.DictField(required=False, help_text="the broker's push feed of order updates"),
+    "funds": serializers.DictField(required=False, help_text="the account's cash and margins, as last read"),
     "checked_at": serializers.DateTimeField(required=False),
 })
 

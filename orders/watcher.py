@@ -20,7 +20,7 @@ from brokers.registry import get_broker
 
 from . import feedstate, leases, lifecycle, notify, squareoff
 from .leases import new_owner  # noqa: F401 - the owner names of watcher runs are made here too
-from .models import TERMINAL_STATUSES, BrokerPosition, EventKind, Order, OrderEvent, Status
+from .models import TERMINAL_STATUSES, BrokerFunds, BrokerPosition, EventKind, Order, OrderEvent, Status
 from .queue import enqueue_submissions, tasks_waiting
 from .services import prune_rejected_alerts
 from .tradingday import trading_day_start
@@ -145,6 +145,7 @@ class OrderWatcher:
         read = self.reconcile_book(now)
         if read:
             self._snapshot_positions()
+            self._snapshot_funds(now)
         try:  # after the fills and prices of this pass: square-offs due (time, MTM) and waiting ones
             squareoff.run_due()
         except Exception:  # noqa: BLE001 - a failed square-off pass is retried on the next one
@@ -340,6 +341,23 @@ class OrderWatcher:
                 return False
             self._apply(order, entry)
         return True
+
+    def _snapshot_funds(self, now) -> None:
+        """The broker's Limits every FUNDS_INTERVAL_S (the stored row says when it was last
+        taken, so a chain of watcher slices reads no more often). A failed read keeps the row."""
+        name = settings.ORDERDESK_BROKER
+        taken = BrokerFunds.objects.filter(broker=name).values_list("taken_at", flat=True).first()
+        if taken is not None and (now - taken).total_seconds() < settings.FUNDS_INTERVAL_S:
+            return
+        try:
+            funds = self.broker.funds()
+        except Exception as exc:  # noqa: BLE001 - the order reconciliation already happened
+            log.warning("funds unavailable: %s: %s", type(exc).__name__, exc)
+            return
+        if funds is not None:
+            BrokerFunds.objects.update_or_create(broker=name, defaults=dict(
+                cash=funds.cash, payin=funds.payin, margin_used=funds.margin_used, collateral=funds.collateral,
+                available_cash=funds.available_cash, taken_at=now))
 
     def _snapshot_positions(self) -> None:
         """The broker's account-wide positions and last prices, for the blotter and risk limits.

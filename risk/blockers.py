@@ -1,9 +1,9 @@
 """The built-in blockers, in the order settings.ORDERDESK_BLOCKERS runs them: strategy
 disabled, kill switch, strategy rules (and stale alerts), the symbol master's instrument
-checks, risk limits, execution guard (last: it takes the instrument locks). The interface they
-implement is risk.pipeline."""
+checks, risk limits, the available cash, execution guard (last: it takes the instrument
+locks). The interface they implement is risk.pipeline."""
 
-from . import guard, instruments, limits, rules
+from . import funds, guard, instruments, limits, rules
 from .killswitch import block_tag, effective_mode
 from .pipeline import IntakeContext, Verdict
 
@@ -40,6 +40,10 @@ def modification_check(order, *, qty=None, price=None, trigger_price=None, instr
 
 def risk_limits(ctx: IntakeContext) -> dict[int, Verdict]:
     return limits.check_limits(ctx)
+
+
+def funds_check(ctx: IntakeContext) -> dict[int, Verdict]:
+    return funds.check_funds(ctx)
 
 
 def execution_guard(ctx: IntakeContext) -> dict[int, Verdict]:

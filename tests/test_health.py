@@ -113,9 +113,10 @@ def test_a_wrong_token_is_refused_as_everywhere_in_the_api(client, watcher_alive
 
 def test_a_handful_of_queries(api, watcher_alive, django_assert_num_queries):
     OrderFactory.create_batch(3)
-    with django_assert_num_queries(5):  # round trip, CREATED aggregate, lease, the feed's state and lease
+    # round trip, CREATED aggregate, lease, the feed's state and lease, the funds
+    with django_assert_num_queries(6):
         health(Client())
-    with django_assert_num_queries(6):  # + the token
+    with django_assert_num_queries(7):  # + the token
         health(api)
 
 
@@ -309,7 +310,7 @@ def test_a_session_of_another_user_is_missing(api, shoonya, settings):
 
 def test_a_shoonya_report_is_still_a_handful_of_queries(client, shoonya, django_assert_num_queries):
     shoonya_session.store("OAUTH", SESSION_TOKEN)
-    with django_assert_num_queries(6):  # + the session row (without its token)
+    with django_assert_num_queries(7):  # + the session row (without its token)
         assert health(client) == {"status": "ok"}
 
 
