@@ -219,6 +219,11 @@ class Broker:
         """The broker's push feed of order updates, or None (then the watcher polls)."""
         return None
 
+    def quote(self, exchange: str, symbol: str) -> Decimal:
+        """The instrument's last traded price, asked of the broker now. Raises
+        BrokerUnavailable when it gave no usable, matching answer."""
+        raise BrokerUnavailable(f"{type(self).__name__} gives no quotes")
+
     def funds(self) -> Funds | None:
         """The account's cash and margins, or None when the broker cannot tell. Raises
         BrokerUnavailable when a read failed."""

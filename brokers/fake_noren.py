@@ -327,6 +327,8 @@ class FakeNoren:
         self.tokens: dict[str, str] = {}  # token -> "LEGACY" / "OAUTH"
         self.auth_codes: set[str] = set()
         self.last_prices = dict(INSTRUMENTS)
+        self.scrip_tokens: dict[tuple[str, str], str] = {}  # (exch, token) -> tsym, for GetQuotes
+        self.quote_mixups = 0  # this many GetQuotes replies describe another instrument (a known Noren fault)
         self.default_rule = Rule()
         self.rules_by_symbol: dict[str, Rule] = {}
         self.rules_by_remarks: dict[str, Rule] = {}
@@ -412,6 +414,24 @@ class FakeNoren:
                 self.default_rule = rule
         return rule
 
+    def list_scrip(self, symbol: str, token: str, exchange: str = "NSE") -> None:
+        """Give an instrument a token, as the symbol master does, for GetQuotes."""
+        with self._lock:
+            self.scrip_tokens[(exchange, token)] = symbol
+
+    def _quote(self, exch: str, token: str) -> dict:
+        with self._lock:
+            tsym = self.scrip_tokens.get((exch, token))
+            price = self.last_prices.get((exch, tsym)) if tsym else None
+            if price is None:
+                return {"request_time": _noren_time(), "stat": "Not_Ok", "emsg": NO_DATA}
+            if self.quote_mixups:
+                self.quote_mixups -= 1
+                other = next(((e, t) for (e, t), s in sorted(self.scrip_tokens.items()) if t != token), (exch, "0"))
+                exch, token, tsym = other[0], other[1], self.scrip_tokens.get(other, "OTHER-EQ")
+        return {"request_time": _noren_time(), "stat": "Ok", "exch": exch, "tsym": tsym, "token": token,
+                "lp": _money(price), "ls": "1", "ti": "0.05"}
+
     def set_last_price(self, symbol: str, price, exchange: str = "NSE") -> None:
         with self._lock:
             self.last_prices[(exchange, symbol)] = Decimal(str(price))
@@ -484,6 +504,8 @@ class FakeNoren:
         if route == "Limits":
             return self._json({"request_time": _noren_time(), "stat": "Ok", "actid": self.account.account_id,
                                "cash": "100000.00", "payin": "0.00", "marginused": "0.00", "brkcollamt": "0.00"})
+        if route == "GetQuotes":
+            return self._json(self._quote(str(jdata.get("exch", "")), str(jdata.get("token", ""))))
         if route == "ModifyOrder":
             return self._json(self._modify(jdata))
         if route == "CancelOrder":

@@ -235,6 +235,11 @@ def sync(exchanges: Iterable[str], say: Callable[[str], None] = log.info,
 
 # --- lookups --------------------------------------------------------------------------------
 
+def token_of(exchange: str, trading_symbol: str) -> str | None:
+    return Instrument.objects.filter(exchange=exchange, trading_symbol=trading_symbol).values_list(
+        "token", flat=True).first()
+
+
 def master_loaded(exchange: str) -> bool:
     return InstrumentMaster.objects.filter(exchange=exchange, rows__gt=0).exists()
 

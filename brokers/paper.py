@@ -19,6 +19,7 @@ from .base import (
     BookEntry,
     Broker,
     BrokerInDoubt,
+    BrokerUnavailable,
     FeedListener,
     Funds,
     ModifyRequest,
@@ -249,6 +250,13 @@ class PaperBroker(Broker):
                            f"WHERE symbol IN ({', '.join(['%s'] * len(symbols))})", symbols)
             rows = cursor.fetchall()
         return {(e, s): Decimal(str(price)) for e, s, price in rows if (e, s) in instruments}
+
+    def quote(self, exchange: str, symbol: str) -> Decimal:
+        price = PaperInstrument.objects.filter(exchange=exchange, symbol=symbol, enabled=True).values_list(
+            "ref_price", flat=True).first()
+        if price is None:
+            raise BrokerUnavailable(f"no paper price for {exchange}:{symbol}")
+        return price
 
     def funds(self) -> Funds:
         """PAPER_CASH, and as margin in use the open positions at their average price."""

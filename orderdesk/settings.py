@@ -319,6 +319,10 @@ RISK_SNAPSHOT_MAX_AGE_S = env_float("RISK_SNAPSHOT_MAX_AGE_S", 30)  # older pric
 ORDER_MAX_AGE_S = env_float("ORDER_MAX_AGE_S", 60)  # older at claim time -> STALE_ORDER
 # A square-off waits at most this long for its instrument's cancels before it sends the exit.
 SQUAREOFF_CANCEL_WAIT_S = env_float("SQUAREOFF_CANCEL_WAIT_S", 10)
+# MARKET orders sent as LIMIT at the last price ± this % (empty: as MARKET; a strategy's own
+# market_protection_pct wins); one still open after MARKET_PROTECTION_TIMEOUT_S is alerted.
+MARKET_PROTECTION_PCT = env_float("MARKET_PROTECTION_PCT", 0) or None
+MARKET_PROTECTION_TIMEOUT_S = env_float("MARKET_PROTECTION_TIMEOUT_S", 30)
 FUNDS_INTERVAL_S = env_float("FUNDS_INTERVAL_S", 60)  # the watcher reads the broker's Limits this often
 FUNDS_MAX_AGE_S = env_float("FUNDS_MAX_AGE_S", 180)  # older: check_funds strategies get FUNDS_UNKNOWN
 WATCHER_INTERVAL_S = env_float("WATCHER_INTERVAL_S", 1)

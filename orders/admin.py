@@ -309,7 +309,7 @@ class StrategyAdmin(admin.ModelAdmin):
         ("Strategy rules (GUARD_BLOCKED:)", {"fields": [
             "allowed_exchanges", "symbol_patterns", "allowed_products", "allowed_order_types",
             ("window_start", "window_end"), "trading_days", "exits_outside_window"]}),
-        ("Square-off and funds", {"fields": ["squareoff_time", "check_funds"]}),
+        ("Trading-day operations", {"fields": ["squareoff_time", "market_protection_pct", "check_funds"]}),
     ]
     actions = ["allow_only_tradingview"]
 

@@ -7,8 +7,10 @@ else about an order is fixed when it is registered.
 import hashlib
 import hmac
 import secrets
+from decimal import Decimal
 
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.utils import timezone
@@ -167,6 +169,9 @@ class Strategy(models.Model):
     squareoff_time = models.TimeField(
         null=True, blank=True, help_text="IST: cancel the strategy's open orders and exit its positions at this time "
                                          "each day (MIS strategies: 15:15); empty: never")
+    market_protection_pct = models.DecimalField(
+        max_digits=5, decimal_places=2, null=True, blank=True, validators=[MinValueValidator(Decimal("0.01"))],
+        help_text="% : send MARKET orders as LIMIT at the last price ± this (empty: MARKET_PROTECTION_PCT)")
     check_funds = models.BooleanField(
         default=False, help_text="refuse a CNC buy whose value exceeds the account's available cash "
                                  "(RISK_BLOCKED:INSUFFICIENT_FUNDS); margin products are the broker's to judge")
@@ -339,6 +344,7 @@ class EventKind(models.TextChoices):
     MODIFY_REQUESTED = "MODIFY_REQUESTED"  # by a user: new price, trigger or qty (an OrderModification)
     MODIFIED = "MODIFIED"  # the broker took it: the working terms changed
     MODIFY_REFUSED = "MODIFY_REFUSED"  # the broker refused it (its message in the detail)
+    PROTECTED_OPEN = "PROTECTED_OPEN"  # a protected MARKET order still open after MARKET_PROTECTION_TIMEOUT_S
 
 
 class OrderEvent(models.Model):

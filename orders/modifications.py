@@ -41,9 +41,10 @@ def request_modify(order: Order, actor: str, *, qty: int | None = None, price=No
     if order.status != Status.SENT_TO_BROKER or order.broker_order_id is None:
         raise NotModifiable(f"order {order.command_id} is not at the broker yet (or in doubt): cancel it instead",
                             conflict=True)
-    if order.order_type == OrderType.MARKET:
+    protected = order.order_type == OrderType.MARKET and order.working_price is not None  # sent as a LIMIT
+    if order.order_type == OrderType.MARKET and not protected:
         raise NotModifiable("a MARKET order has no price to change, and goes at once")
-    if price is not None and order.order_type not in PRICED:
+    if price is not None and order.order_type not in PRICED and not protected:
         raise NotModifiable(f"an {order.order_type} order has no limit price (give trigger_price or qty)")
     if trigger_price is not None and order.order_type not in TRIGGERED:
         raise NotModifiable(f"a {order.order_type} order has no trigger price")
@@ -70,8 +71,9 @@ def send_modify(modification_id: int) -> str:
     order = modification.order
     if order.status != Status.SENT_TO_BROKER:
         return _answer(modification, order, RequestResult(RequestOutcome.REFUSED, f"not sent: the order is {order.status}"))
+    protected = order.order_type == OrderType.MARKET and order.working_price is not None
     request = ModifyRequest(
-        exchange=order.exchange, symbol=order.symbol, order_type=order.order_type,
+        exchange=order.exchange, symbol=order.symbol, order_type=OrderType.LIMIT if protected else order.order_type,
         qty=modification.qty if modification.qty is not None else order.open_qty,
         price=_first(modification.price, order.working_price, order.price),
         trigger_price=_first(modification.trigger_price, order.working_trigger_price, order.trigger_price))

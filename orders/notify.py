@@ -67,6 +67,9 @@ def describe(order: Order, event) -> tuple[str, int, str] | None:
     if kind == EventKind.BROKER_IN_DOUBT:
         return (f"⚠️ IN DOUBT (sent, no definite answer; NOT executed): {line}\nreason: {tag}\n"
                 "the watcher checks the broker's order book", URGENT, "")
+    if kind == EventKind.PROTECTED_OPEN:
+        return (f"⏳ STILL OPEN after {settings.MARKET_PROTECTION_TIMEOUT_S:g}s (market protection's LIMIT "
+                f"{order.working_price}): {line}\n{event.detail}", URGENT, "")
     if kind == EventKind.RECOVERED:
         return f"↩️ RECOVERED by broker truth, now {event.to_status}: {line}", URGENT, ""
     newly_executed = event.to_status == Status.EXECUTED and event.from_status != Status.EXECUTED

@@ -14,9 +14,9 @@ from django.utils import timezone
 from brokers.base import Broker, BrokerInDoubt, PlaceOutcome, PlaceRequest, PlaceResult
 from brokers.registry import get_broker
 
-from . import broker_rate, lifecycle
+from . import broker_rate, lifecycle, protection
 from .blocker_registry import claim_guard
-from .models import EventKind, ExecutionType, Order, Status
+from .models import EventKind, ExecutionType, Order, OrderType, Status
 from .queue import enqueue_watcher
 from .watcher import watcher_running
 
@@ -29,15 +29,16 @@ STALE_TAG = "GUARD_BLOCKED:STALE_ORDER"
 def place_on_broker(broker: Broker, order: Order) -> PlaceResult:
     """The only call of a broker's place() in the project. Never raises: after the claim,
     anything but a definite answer (an acceptance with an id, or a rejection) is in doubt."""
+    protected = order.order_type == OrderType.MARKET and order.working_price is not None
     request = PlaceRequest(
         client_order_id=order.command_id,
         exchange=order.exchange,
         symbol=order.symbol,
         side=order.side,
         qty=order.qty,
-        order_type=order.order_type,
+        order_type=OrderType.LIMIT if protected else order.order_type,  # market protection's LIMIT
         product=order.product,
-        price=order.price,
+        price=order.working_price if protected else order.price,
         trigger_price=order.trigger_price,
     )
     try:
@@ -77,10 +78,21 @@ def submit_order(command_id: str) -> str:
     # Resolved before the claim: a broker that cannot even be set up leaves the order CREATED
     # (never sent) instead of claimed and in doubt.
     broker = get_broker()
+    # Market protection asks the broker for a quote before the claim: without one the order
+    # is definitely not sent (FAILED from CREATED, never in doubt).
+    claim = {}
+    if (pct := protection.percentage(order)) is not None:
+        try:
+            protected = protection.protect(broker, order, pct)
+        except protection.NoValidQuote as exc:
+            won = lifecycle.move(order, Status.FAILED, tag=protection.NO_QUOTE_TAG, actor=ACTOR, detail=str(exc),
+                                 kind=EventKind.BROKER_REJECTED)
+            return "no valid quote" if won else "claim lost"
+        claim = {"working_price": protected.price, "detail": protected.detail}
     # The claim itself checks the kill switch, in the same UPDATE: an order queued before the
     # switch was thrown to HALTED can never be claimed after it.
     guard = claim_guard()
-    if not lifecycle.move(order, Status.SENT_TO_BROKER, actor=ACTOR, when=~guard.blocks(order.strategy_id)):
+    if not lifecycle.move(order, Status.SENT_TO_BROKER, actor=ACTOR, when=~guard.blocks(order.strategy_id), **claim):
         refusal = guard.refusal(order.strategy_id)
         if refusal:
             won = lifecycle.move(order, Status.FAILED, tag=refusal[0], actor=ACTOR, detail=refusal[1])
