@@ -8,7 +8,7 @@ from django.http import HttpResponseRedirect
 from django.utils import timezone
 from django.utils.html import format_html
 
-from . import cancels, feedstate, squareoff
+from . import cancels, feedstate, squareoff, targets
 from .export import csv_response
 from .models import (
     TAG_CODES,
@@ -28,6 +28,7 @@ from .models import (
     RejectedAlert,
     SquareOff,
     SquareOffDay,
+    TargetFollowUp,
     Status,
     Strategy,
     WatcherLease,
@@ -434,3 +435,21 @@ class SquareOffAdmin(ReadOnlyAdmin):
 class SquareOffDayAdmin(ReadOnlyAdmin):
     list_display = ["day", "strategy", "trigger", "at", "detail"]
     list_filter = ["trigger"]
+
+
+@admin.register(TargetFollowUp)
+class TargetFollowUpAdmin(ReadOnlyAdmin):
+    """The entries that follow a flip's exit (target positions), waiting or done."""
+
+    list_display = ["created_at", "strategy", "exchange", "symbol", "side", "qty", "after", "status", "entry", "note"]
+    list_filter = ["status", "strategy"]
+    list_select_related = ["strategy", "after", "entry"]
+    actions = ["cancel_follow_ups"]
+
+    def has_cancel_permission(self, request) -> bool:
+        return request.user.has_perm("orders.cancel_order")
+
+    @admin.action(description="Cancel the selected waiting follow-up entries", permissions=["cancel"])
+    def cancel_follow_ups(self, request, queryset):
+        cancelled = targets.cancel(queryset, f"admin:{request.user.get_username()}")
+        self.message_user(request, f"{cancelled} follow-up entries cancelled", messages.SUCCESS)

@@ -584,3 +584,40 @@ class SquareOffDay(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["strategy", "day", "trigger"], name="one_squareoff_a_day")]
+
+
+class FollowUpStatus(models.TextChoices):
+    WAITING = "WAITING", "waiting for the exit to execute"
+    REGISTERED = "REGISTERED", "its entry was registered"
+    VOID = "VOID", "the exit did not execute in full: no entry"
+    CANCELLED = "CANCELLED", "cancelled by a user"
+
+
+class TargetFollowUp(models.Model):
+    """The second half of a flip to a target position (long 10 -> short 5): the ENTRY that
+    follows once the EXIT registered with it is EXECUTED, as its own alert."""
+
+    alert = models.ForeignKey(Alert, on_delete=models.PROTECT, related_name="follow_ups",
+                              help_text="the alert that asked for the target")
+    leg = models.PositiveSmallIntegerField()
+    strategy = models.ForeignKey(Strategy, on_delete=models.PROTECT, related_name="follow_ups")
+    exchange = models.CharField(max_length=8)
+    symbol = models.CharField(max_length=64)
+    product = models.CharField(max_length=4, choices=Product.choices)
+    side = models.CharField(max_length=4, choices=Side.choices)
+    qty = models.PositiveIntegerField()
+    order_type = models.CharField(max_length=8, choices=OrderType.choices)
+    price = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
+    after = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="follow_ups",
+                              help_text="the exit it waits for")
+    status = models.CharField(max_length=12, choices=FollowUpStatus.choices, default=FollowUpStatus.WAITING)
+    entry = models.ForeignKey(Order, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    done_at = models.DateTimeField(null=True, blank=True)
+    note = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status"], name="followup_status")]
+
+    def __str__(self):
+        return f"then ENTRY {self.side} {self.qty} {self.symbol} after {self.after_id} ({self.status})"

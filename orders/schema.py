@@ -43,7 +43,11 @@ class WebhookLegSerializer(serializers.Serializer):
     symbol = serializers.RegexField(
         r"^[A-Za-z0-9][A-Za-z0-9&_.\-]{0,63}$", max_length=TEXT_MAX,
         help_text="the exchange's trading symbol, e.g. RELIANCE-EQ or NIFTY25DEC24000CE; upper-cased")
-    side = serializers.ChoiceField(Side.choices, help_text="any case")
+    side = serializers.ChoiceField(Side.choices, required=False, help_text="any case; required unless target_qty")
+    target_qty = serializers.IntegerField(
+        required=False, min_value=-settings.MAX_ORDER_QTY, max_value=settings.MAX_ORDER_QTY,
+        help_text="instead of side and qty: the strategy's position to reach (10 long, -10 short, 0 flat); the "
+                  "order, its side and ENTRY or EXIT are computed from the position and the live orders")
     qty = serializers.IntegerField(min_value=1, max_value=settings.MAX_ORDER_QTY, required=False,
                                    help_text="units (not lots); a whole number, or digits in a string. "
                                              "Required unless `lots` is given")
@@ -72,7 +76,9 @@ class WebhookAlertSerializer(serializers.Serializer):
         r"^[\x21-\x7e]{1,64}$", required=False,
         help_text="idempotency key: the same alert_id again answers 200 with the orders of the first delivery")
     execution_type = serializers.ChoiceField(
-        ExecutionType.choices, help_text="ENTRY opens or adds; EXIT closes (never more than the position)")
+        ExecutionType.choices, required=False,
+        help_text="ENTRY opens or adds; EXIT closes (never more than the position). Required unless every leg "
+                  "gives target_qty")
     exchange = serializers.ChoiceField([(e, e) for e in EXCHANGES], help_text="any case")
     legs = WebhookLegSerializer(many=True, help_text=f"1 to {settings.MAX_LEGS_PER_ALERT} orders")
 
@@ -91,6 +97,7 @@ class IntakeOrderSerializer(serializers.Serializer):
 class IntakeReplySerializer(serializers.Serializer):
     alert_id = serializers.CharField()
     orders = IntakeOrderSerializer(many=True)
+    note = serializers.CharField(required=False, help_text="target legs already at their target: no order")
 
 
 TRADINGVIEW_EXAMPLE = {
@@ -205,7 +212,8 @@ explain_schema = extend_schema(
     auth=[],
     request=ALERT_BODY,
     responses={
-        200: inline_serializer("Explanation", {"legs": LegExplanationSerializer(many=True)}),
+        200: inline_serializer("Explanation", {"legs": LegExplanationSerializer(many=True),
+                                               "note": serializers.CharField(required=False)}),
         **error_responses(400, 401, 403, 413, 415, 429, 503,
                           e400="not a valid alert: `errors` lists every field's problem",
                           e401="unknown strategy or wrong secret (logged, not recorded)",

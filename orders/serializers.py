@@ -6,8 +6,9 @@ from .models import EXCHANGE_CODES, Order, OrderEvent
 
 
 def intake_response(result) -> dict:
-    """The webhook's reply: built by hand, it is on the hot path."""
-    return {
+    """The webhook's reply: built by hand, it is on the hot path. `note`: target legs already
+    at their target."""
+    reply = {
         "alert_id": result.alert.alert_id,
         "orders": [
             {
@@ -23,14 +24,20 @@ def intake_response(result) -> dict:
             for o in result.orders
         ],
     }
+    if result.note:
+        reply["note"] = result.note
+    return reply
 
 
-def explain_response(legs) -> dict:
-    return {"legs": [
+def explain_response(explanation) -> dict:
+    reply = {"legs": [
         {"leg": leg.leg, "slice": leg.slice, "qty": leg.qty, "note": leg.note, "verdict": leg.verdict,
          "checks": [{"code": c.code, "passed": c.passed, "tag": c.tag, "detail": c.detail} for c in leg.checks]}
-        for leg in legs
+        for leg in explanation.legs
     ]}
+    if explanation.note:
+        reply["note"] = explanation.note
+    return reply
 
 
 class OrderEventSerializer(serializers.ModelSerializer):

@@ -16,7 +16,7 @@ from django.utils import timezone
 from brokers import instruments
 from risk.pipeline import Check, IntakeContext, evaluate
 
-from . import legs, lifecycle
+from . import legs, lifecycle, targets
 from .blocker_registry import get_blockers
 from .models import Alert, EventKind, Order, RejectedAlert, Status, Strategy, new_alert_id
 from .queue import enqueue_submissions
@@ -32,6 +32,7 @@ class IntakeResult:
     alert: Alert
     orders: list[Order]
     created: bool  # False: a repeated alert_id, nothing new was registered
+    note: str = ""  # target legs already at their target (no order)
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,18 @@ class LegExplanation:
     note: str = ""  # lots and slicing, as the creation audit row would say
 
 
+@dataclass(frozen=True)
+class Explanation:
+    legs: list[LegExplanation]
+    note: str = ""  # target legs already at their target (no order)
+
+
 class _Explained(Exception):
     """Carries an explanation out of the intake transaction, which it rolls back."""
 
-    def __init__(self, legs: list[LegExplanation]):
+    def __init__(self, legs: list[LegExplanation], note: str = ""):
         super().__init__("explained")
-        self.legs = legs
+        self.legs, self.note = legs, note
 
 
 def register_alert(*, strategy: Strategy, request: AlertRequest, source: str, actor: str,
@@ -76,14 +83,14 @@ def _existing(strategy: Strategy, alert_id: str | None) -> IntakeResult | None:
 
 
 def explain_alert(*, strategy: Strategy, request: AlertRequest, source: str, actor: str, payload: dict,
-                  sender_ip: str | None = None) -> list[LegExplanation]:
+                  sender_ip: str | None = None) -> "Explanation":
     """What the intake would do with this alert, leg by leg, every check that ran listed: the
     real intake path, in a transaction that is rolled back, so nothing of it stays."""
     try:
         # A fresh alert id: a repeated one would answer the first delivery's orders unchecked.
         _register(strategy, replace(request, alert_id=None), source, actor, payload, sender_ip, explain=True)
     except _Explained as explained:
-        return explained.legs
+        return Explanation(explained.legs, explained.note)
     raise AssertionError("the explaining intake returned instead of rolling back")
 
 
@@ -103,8 +110,13 @@ def _register(strategy, request, source, actor, payload, sender_ip, explain: boo
             actor=actor,
             payload=payload,
         )
+        resolved = targets.resolve(strategy, request) if targets.has_targets(request) else None
+        if resolved is not None:
+            request = replace(request, legs=resolved.legs)
         specs = instruments.specs(request.exchange, {leg.symbol for leg in request.legs})
         planned = legs.plan(strategy, request, specs)
+        computed = resolved.notes if resolved else {}
+        notes = ["; ".join(n for n in (computed.get(part.leg.leg, ""), part.note) if n) for part in planned]
         orders = Order.objects.bulk_create(
             Order(
                 alert=alert,
@@ -112,7 +124,7 @@ def _register(strategy, request, source, actor, payload, sender_ip, explain: boo
                 slice=part.slice,
                 strategy=strategy,
                 source=source,
-                execution_type=request.execution_type,
+                execution_type=part.leg.execution_type or request.execution_type,
                 exchange=request.exchange,
                 symbol=part.leg.symbol,
                 side=part.leg.side,
@@ -126,13 +138,16 @@ def _register(strategy, request, source, actor, payload, sender_ip, explain: boo
             )
             for part in planned
         )
-        ctx = IntakeContext(strategy, alert, orders, explain=explain, now=now, instruments=specs)
+        ctx = IntakeContext(strategy, alert, orders, explain=explain, now=now, instruments=specs,
+                            targeted=frozenset(computed))
+        at_target = "; ".join(f"leg {leg}: {note}" for leg, note in computed.items()
+                              if leg not in {o.leg for o in orders})
         if explain:
             blocked = evaluate(ctx, get_blockers())
             raise _Explained([LegExplanation(o.leg, [c for c in ctx.checks if (c.leg, c.slice) == (o.leg, o.slice)],
                                              blocked[o.leg].tag if o.leg in blocked else "", o.slice, o.qty,
-                                             part.note) for o, part in zip(orders, planned, strict=True)])
-        lifecycle.record_created(orders, actor, notes=[part.note for part in planned])
+                                             note) for o, note in zip(orders, notes, strict=True)], at_target)
+        lifecycle.record_created(orders, actor, notes=notes)
         blocked = evaluate(ctx, get_blockers())
         for order in orders:
             if order.leg in blocked:
@@ -140,7 +155,9 @@ def _register(strategy, request, source, actor, payload, sender_ip, explain: boo
                 lifecycle.move(order, Status.FAILED, tag=verdict.tag, detail=verdict.detail, actor=BLOCKER_ACTOR,
                                kind=EventKind.BLOCKED)
         enqueue_submissions([o.command_id for o in orders if o.status == Status.CREATED])
-    return IntakeResult(alert, orders, created=True)
+        if resolved is not None and resolved.follow_ups:
+            targets.record_follow_ups(alert, [o for o in orders if o.status == Status.CREATED], resolved)
+    return IntakeResult(alert, orders, created=True, note=at_target)
 
 
 def record_rejected_alert(*, status_code: int, reason: str, sender_ip: str | None, strategy_name: str,

@@ -44,6 +44,8 @@ class LegRequest:
     price: Decimal | None
     trigger_price: Decimal | None
     lots: int | None = None
+    target_qty: int | None = None  # instead of side and qty: the position to reach (orders.targets)
+    execution_type: str | None = None  # a target leg's own, computed; else the alert's
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class AlertRequest:
     strategy: str
     secret: str
     alert_id: str | None
-    execution_type: str
+    execution_type: str | None  # None only when every leg gives target_qty
     exchange: str
     legs: tuple[LegRequest, ...]
     sent_at: datetime | None = None
@@ -190,14 +192,21 @@ def _leg(index: int, data, errors: dict) -> LegRequest | None:
     symbol = _text(data, "symbol", errors, pattern=_SYMBOL_RE)
     if symbol is not None:
         symbol = symbol.upper()  # exchange symbols are upper case; the guard compares them
-    side = _choice(data, "side", Side.values, errors)
-    qty = lots = None
-    if data.get("lots") is None:
-        qty = _qty(data.get("qty"), errors)
-    elif data.get("qty") is not None:
-        errors["lots"] = ["give qty or lots, not both"]
+    side = qty = lots = target = None
+    if data.get("target_qty") is not None:
+        target = _target(data["target_qty"], errors)
+        given = [key for key in ("side", "qty", "lots") if data.get(key) is not None]
+        if given:
+            errors["target_qty"] = [f"give target_qty instead of {', '.join(given)}: the side and the quantity "
+                                    "are computed from the position"]
     else:
-        lots = _qty(data["lots"], errors, "lots")
+        side = _choice(data, "side", Side.values, errors)
+        if data.get("lots") is None:
+            qty = _qty(data.get("qty"), errors)
+        elif data.get("qty") is not None:
+            errors["lots"] = ["give qty or lots, not both"]
+        else:
+            lots = _qty(data["lots"], errors, "lots")
     order_type = _choice(data, "order_type", OrderType.values, errors, default=OrderType.MARKET)
     product = _choice(data, "product", Product.values, errors)
     price = _price(data.get("price"), "price", errors)
@@ -212,7 +221,26 @@ def _leg(index: int, data, errors: dict) -> LegRequest | None:
         errors["trigger_price"] = [f"must be null for {order_type} orders"]
     if errors:
         return None
-    return LegRequest(index + 1, symbol, side, qty, order_type, product, price, trigger, lots)
+    return LegRequest(index + 1, symbol, side, qty, order_type, product, price, trigger, lots, target)
+
+
+_SIGNED_TEXT = re.compile(r"-?[0-9]{1,12}")
+
+
+def _target(value, errors: dict) -> int | None:
+    """A signed whole number of units: 10 long, -10 short, 0 flat."""
+    if isinstance(value, str) and _SIGNED_TEXT.fullmatch(value.strip()):
+        value = int(value.strip())
+    elif isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        bound = settings.MAX_ORDER_QTY + 1
+        value = int(max(-bound, min(bound, value)))
+    if isinstance(value, bool) or not isinstance(value, int):
+        errors["target_qty"] = ["must be a whole number: 10 long, -10 short, 0 flat"]
+        return None
+    if abs(value) > settings.MAX_ORDER_QTY:
+        errors["target_qty"] = [f"must be between -{settings.MAX_ORDER_QTY} and {settings.MAX_ORDER_QTY}"]
+        return None
+    return value
 
 
 def _timestamp(value, errors: dict) -> datetime | None:
@@ -239,10 +267,14 @@ def validate_alert(data: dict) -> AlertRequest:
     if not isinstance(secret, str) or not secret:
         errors["secret"] = ["This field is required."]
     alert_id = _text(data, "alert_id", errors, required=False, pattern=_ID_RE)
-    execution_type = _choice(data, "execution_type", ExecutionType.values, errors)
+    legs_data = data.get("legs")
+    all_targets = isinstance(legs_data, list) and bool(legs_data) and all(
+        isinstance(leg, dict) and leg.get("target_qty") is not None for leg in legs_data)
+    execution_type = None
+    if not all_targets or data.get("execution_type") is not None:
+        execution_type = _choice(data, "execution_type", ExecutionType.values, errors)
     exchange = _choice(data, "exchange", EXCHANGES, errors)
     sent_at = _timestamp(data.get("sent_at"), errors)
-    legs_data = data.get("legs")
     legs: list[LegRequest] = []
     if not isinstance(legs_data, list) or not legs_data:
         errors["legs"] = ["must be a non-empty list of legs"]

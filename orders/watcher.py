@@ -18,7 +18,7 @@ from django.utils import timezone
 from brokers.base import BookEntry, BookStatus
 from brokers.registry import get_broker
 
-from . import feedstate, leases, lifecycle, notify, protection, squareoff
+from . import feedstate, leases, lifecycle, notify, protection, squareoff, targets
 from .leases import new_owner  # noqa: F401 - the owner names of watcher runs are made here too
 from .models import TERMINAL_STATUSES, BrokerFunds, BrokerPosition, EventKind, Order, OrderEvent, Status
 from .queue import enqueue_submissions, tasks_waiting
@@ -150,10 +150,13 @@ class OrderWatcher:
                 protection.watch_open(self.broker, now)
             except Exception:  # noqa: BLE001 - retried on the next pass
                 log.exception("watching protected orders failed")
-        try:  # after the fills and prices of this pass: square-offs due (time, MTM) and waiting ones
-            squareoff.run_due()
-        except Exception:  # noqa: BLE001 - a failed square-off pass is retried on the next one
-            log.exception("square-off pass failed")
+        # After the fills and prices of this pass: square-offs due (time, MTM) and waiting ones,
+        # and the entries that follow executed exits of a flip to a target position.
+        for step in (squareoff.run_due, targets.run_due):
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - retried on the next pass
+                log.exception("%s failed", step.__module__)
         if not read:
             return False
         checkpoint_sqlite_wal()

@@ -47,7 +47,7 @@ def funds_check(ctx: IntakeContext) -> dict[int, Verdict]:
 
 
 def execution_guard(ctx: IntakeContext) -> dict[int, Verdict]:
-    blocked = guard.check_legs(ctx.strategy, ctx.alert, ctx.pending())
+    blocked = guard.check_legs(ctx.strategy, ctx.alert, ctx.pending(), ctx.targeted)
     for order in ctx.pending():
         ctx.note(order, "EXECUTION_GUARD", blocked.get(order.leg), "no duplicate, conflict or excess exit")
     return blocked

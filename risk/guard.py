@@ -111,9 +111,10 @@ def _direction(net_qty: int) -> str:
     return Side.BUY if net_qty > 0 else Side.SELL
 
 
-def _check_entry(order: Order, strategy: Strategy, live: list[Exposure], positions: list[Holding]) -> Verdict | None:
+def _check_entry(order: Order, strategy: Strategy, live: list[Exposure], positions: list[Holding],
+                 targeted: bool = False) -> Verdict | None:
     mine = order.strategy_id
-    if strategy.block_duplicates:
+    if strategy.block_duplicates and not targeted:
         for e in live:
             if e.strategy_id == mine and e.symbol == order.symbol and e.side == order.side and e.leg != order.leg:
                 return Verdict("GUARD_BLOCKED:DUPLICATE_LIVE_ORDER",
@@ -150,8 +151,10 @@ def _check_exit(order: Order, live: list[Exposure], positions: list[Holding]) ->
     return None
 
 
-def check_legs(strategy: Strategy, alert: Alert, legs: list[Order]) -> dict[int, Verdict]:
-    """Check legs in order; a leg that passes counts as live for the legs after it."""
+def check_legs(strategy: Strategy, alert: Alert, legs: list[Order], targeted: frozenset = frozenset()
+               ) -> dict[int, Verdict]:
+    """Check legs in order; a leg that passes counts as live for the legs after it. `targeted`:
+    legs computed from a target position, which never count as duplicates."""
     if not legs:
         return {}
     exchange = legs[0].exchange
@@ -160,7 +163,8 @@ def check_legs(strategy: Strategy, alert: Alert, legs: list[Order]) -> dict[int,
     live, positions = _exposures(exchange, symbols, alert)
     blocked = {}
     for leg in legs:
-        check = _check_entry(leg, strategy, live, positions) if leg.execution_type == ExecutionType.ENTRY \
+        check = _check_entry(leg, strategy, live, positions, leg.leg in targeted) \
+            if leg.execution_type == ExecutionType.ENTRY \
             else _check_exit(leg, live, positions)
         if check:
             blocked.setdefault(leg.leg, check)

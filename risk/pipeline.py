@@ -50,6 +50,9 @@ class IntakeContext:
     # The symbol master's rows of the legs' instruments (brokers.instruments.Spec by trading
     # symbol); None: no master is loaded for the exchange.
     instruments: dict | None = None
+    # Legs computed from a target position (orders.targets): they counted the position and the
+    # live orders themselves, so the guard's duplicate checks do not apply to them.
+    targeted: frozenset = frozenset()
 
     def pending(self) -> list[Order]:
         if self.explain:

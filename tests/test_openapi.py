@@ -70,10 +70,10 @@ def test_schema_lists_every_endpoint_with_its_errors(client):
     body = webhook["requestBody"]["content"]
     assert {"application/json", "text/plain"} <= set(body)
     alert = spec["components"]["schemas"]["WebhookAlertRequest"]
-    assert {"strategy", "secret", "execution_type", "exchange", "legs"} <= set(alert["required"])
+    assert {"strategy", "secret", "exchange", "legs"} <= set(alert["required"])  # execution_type: not with targets
     leg = spec["components"]["schemas"]["WebhookLegRequest"]
-    assert set(leg["properties"]) == {"symbol", "side", "qty", "lots", "order_type", "product", "price",
-                                      "trigger_price"}
+    assert set(leg["properties"]) == {"symbol", "side", "target_qty", "qty", "lots", "order_type", "product",
+                                      "price", "trigger_price"}
     assert "TradingViewAlertMessage" in body["application/json"]["examples"]
     for key in (("/api/orders/", "get"), ("/api/orders/{command_id}/", "get"), ("/api/instruments/", "get")):
         assert {"401", "403", "404"} <= set(operations[key]["responses"])
