@@ -28,9 +28,9 @@ from .models import (
     RejectedAlert,
     SquareOff,
     SquareOffDay,
-    TargetFollowUp,
     Status,
     Strategy,
+    TargetFollowUp,
     WatcherLease,
 )
 from .selectors import position_totals, positions_with_prices
