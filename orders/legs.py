@@ -9,7 +9,7 @@ from django.conf import settings
 
 from brokers.instruments import Spec
 
-from .models import Strategy
+from .models import ExecutionType, Source, Strategy
 from .validation import AlertRequest, InvalidAlert, LegRequest
 
 
@@ -21,7 +21,14 @@ class PlannedOrder:
     note: str  # how the quantity came about, for the order's creation audit row
 
 
-def plan(strategy: Strategy, request: AlertRequest, specs: dict[str, Spec] | None) -> list[PlannedOrder]:
+def splits(strategy: Strategy, source: str, execution_type: str | None) -> bool:
+    """Whether legs above the freeze quantity become slices: the strategy's choice, and always
+    for the system's own exits (a square-off must never be stuck at the freeze quantity)."""
+    return strategy.split_above_freeze or (source == Source.SYSTEM and execution_type == ExecutionType.EXIT)
+
+
+def plan(strategy: Strategy, request: AlertRequest, specs: dict[str, Spec] | None,
+         source: str = "") -> list[PlannedOrder]:
     """The orders to register, leg by leg and slice by slice. Raises InvalidAlert (a 400) for a
     leg in lots whose lot size is unknown."""
     quantities, errors = [], []
@@ -47,7 +54,8 @@ def plan(strategy: Strategy, request: AlertRequest, specs: dict[str, Spec] | Non
     for leg, qty in zip(request.legs, quantities, strict=True):
         spec = specs.get(leg.symbol) if specs is not None else None
         lots = f"lots {leg.lots} x lot size {spec.lot_size} = qty {qty}" if leg.lots is not None else ""
-        slices = split(qty, spec) if strategy.split_above_freeze and spec is not None else [qty]
+        sliced = spec is not None and splits(strategy, source, leg.execution_type or request.execution_type)
+        slices = split(qty, spec) if sliced else [qty]
         for number, part in enumerate(slices, start=1):
             note = lots
             if len(slices) > 1:

@@ -114,7 +114,7 @@ def _register(strategy, request, source, actor, payload, sender_ip, explain: boo
         if resolved is not None:
             request = replace(request, legs=resolved.legs)
         specs = instruments.specs(request.exchange, {leg.symbol for leg in request.legs})
-        planned = legs.plan(strategy, request, specs)
+        planned = legs.plan(strategy, request, specs, source)
         computed = resolved.notes if resolved else {}
         notes = ["; ".join(n for n in (computed.get(part.leg.leg, ""), part.note) if n) for part in planned]
         orders = Order.objects.bulk_create(

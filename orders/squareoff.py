@@ -119,20 +119,21 @@ def _request(position: Position, trigger: str, actor: str, alert_id: str) -> Squ
 
 
 def _settle(cancelled: list, requests: list[SquareOff]) -> CloseResult:
-    orders = [order for request in requests if (order := advance(request)) is not None]
+    orders = [order for request in requests for order in advance(request)]
     waiting = [r for r in requests if r.done_at is None]
     return CloseResult(cancelled, orders, waiting)
 
 
-def advance(request: SquareOff, now: datetime | None = None) -> Order | None:
+def advance(request: SquareOff, now: datetime | None = None) -> list[Order]:
     """Register the request's EXIT if its instrument has no live order left, or the wait is
-    over; the order registered (None: still waiting, or nothing left to exit)."""
+    over; the orders registered (the exit's slices above a freeze quantity; none: still
+    waiting, or nothing left to exit)."""
     now = now or timezone.now()
     live = Order.objects.filter(strategy=request.strategy_id, exchange=request.exchange, symbol=request.symbol,
                                 status__in=LIVE_STATUSES)
     waited = now - request.requested_at >= timedelta(seconds=settings.SQUAREOFF_CANCEL_WAIT_S)
     if live.exists() and not waited:
-        return None
+        return []
     position = Position.objects.filter(strategy=request.strategy_id, exchange=request.exchange,
                                        symbol=request.symbol, product=request.product).first()
     net = position.net_qty if position else 0
@@ -142,16 +143,17 @@ def advance(request: SquareOff, now: datetime | None = None) -> Order | None:
     qty = abs(net) - exiting
     if qty <= 0:
         _done(request, None, "flat" if net == 0 else f"covered by live exits of {exiting}")
-        return None
+        return []
     alert = AlertRequest(strategy=request.strategy.name, secret="", alert_id=request.alert_id,
                          execution_type=ExecutionType.EXIT, exchange=request.exchange,
                          legs=(LegRequest(1, request.symbol, side, qty, OrderType.MARKET, request.product, None, None),))
     result = register_alert(strategy=request.strategy, request=alert, source=Source.SYSTEM, actor=request.actor,
                             payload={"squareoff": request.trigger, "position": net, "live_exits": exiting},
                             sender_ip=None)
-    [order] = result.orders
-    _done(request, order, order.tag or f"EXIT {side} {qty} registered")
-    return order
+    order = result.orders[0]
+    _done(request, order, order.tag or f"EXIT {side} {qty} registered"
+          + (f" in {len(result.orders)} slices" if len(result.orders) > 1 else ""))
+    return result.orders
 
 
 def _done(request: SquareOff, order: Order | None, note: str) -> None:
@@ -189,8 +191,7 @@ def run_due(now: datetime | None = None) -> list[Order]:
             registered += result.orders
     for request in SquareOff.objects.filter(done_at__isnull=True).select_related("strategy").order_by("id"):
         try:
-            if (order := advance(request, now)) is not None:
-                registered.append(order)
+            registered += advance(request, now)
         except Exception:  # noqa: BLE001 - one request must not hold up the others
             log.exception("square-off request %s failed", request.pk)
     return registered

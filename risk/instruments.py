@@ -7,6 +7,8 @@ from decimal import Decimal
 
 from django.conf import settings
 
+from orders.models import ExecutionType, Source
+
 from .pipeline import IntakeContext, Verdict
 
 
@@ -77,10 +79,12 @@ def _freeze(ctx: IntakeContext, order, spec) -> Verdict | None:
     if spec.freeze_qty is None or order.qty <= spec.freeze_qty:
         return None
     needed = spec.slices_needed(order.qty)
-    if ctx.strategy.split_above_freeze and needed > settings.MAX_SLICES_PER_LEG:
+    splits = ctx.strategy.split_above_freeze or (order.source == Source.SYSTEM
+                                                  and order.execution_type == ExecutionType.EXIT)
+    if splits and needed > settings.MAX_SLICES_PER_LEG:
         return Verdict(f"GUARD_BLOCKED:TOO_MANY_SLICES qty {order.qty} needs {needed} slices of "
                        f"{spec.slice_size} > {settings.MAX_SLICES_PER_LEG}",
                        f"freeze qty {spec.freeze_qty}; at most {settings.MAX_SLICES_PER_LEG} slices per leg")
     why = ("the strategy does not split above the freeze qty (split_above_freeze)"
-           if not ctx.strategy.split_above_freeze else f"the freeze qty is below one lot of {spec.lot_size}")
+           if not splits else f"the freeze qty is below one lot of {spec.lot_size}")
     return Verdict(f"GUARD_BLOCKED:FREEZE_QTY qty {order.qty} > {spec.freeze_qty}", why)

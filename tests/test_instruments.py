@@ -308,3 +308,15 @@ def test_a_modification_is_checked_against_the_master_too(desk, master, settings
         reply = modify(**body)
         assert reply.status_code == 400 and reply.json()["detail"].startswith(tag), reply.content
     assert modify(qty=225, price="120.55").status_code == 202
+
+
+def test_a_square_off_exit_above_the_freeze_qty_is_always_split(desk, master, strategy, settings):
+    from orders import squareoff
+
+    [entry] = nfo(desk, leg("NIFTY26DEC24000CE", qty=1500, product="NRML", price="120.50"))
+    desk.through(entry)
+    FreezeQuantity.objects.filter(symbol="NIFTY").update(freeze_qty=900)  # lowered by the exchange
+    exits = squareoff.close(strategy="demo", actor="api:ops").orders
+    assert [(o.slice, o.qty, o.status) for o in Order.objects.filter(execution_type="EXIT").order_by("slice")] == [
+        (1, 900, Status.CREATED), (2, 600, Status.CREATED)]
+    assert [o.qty for o in exits] == [900, 600]

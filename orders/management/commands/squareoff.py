@@ -28,11 +28,12 @@ class Command(BaseCommand):
             time.sleep(0.5)
             for request in list(waiting):
                 request.refresh_from_db()
-                order = request.exit_order if request.done_at else squareoff.advance(request)
-                if request.done_at or order is not None:
+                if request.done_at:  # the watcher got there first
                     waiting.remove(request)
-                    if order is not None:
-                        exits.append(order)
+                    exits += [request.exit_order] if request.exit_order else []
+                elif registered := squareoff.advance(request):
+                    waiting.remove(request)
+                    exits += registered
         for order in exits:
             self.stdout.write(f"exit {order.command_id} {order.strategy.name} {order.exchange}:{order.symbol} "
                               f"{order.side} {order.qty} {order.product}: {order.status}"
