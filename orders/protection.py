@@ -87,13 +87,16 @@ def watch_open(broker: Broker, now) -> int:
         if order.source != Source.SYSTEM or order.execution_type != ExecutionType.EXIT:
             continue
         last = order.modifications.order_by("-requested_at").values_list("requested_at", flat=True).first()
-        if last is not None and now - last < timeout:
-            continue
+        pct = percentage(order)
+        if pct is None or (last is not None and now - last < timeout):
+            continue  # protection since switched off: it stays at its limit
         try:
-            price = protect(broker, order, percentage(order)).price
+            price = protect(broker, order, pct).price
             if price != order.working_price:
                 with transaction.atomic():
                     request_modify(order, "squareoff", price=price)
         except (NoValidQuote, NotModifiable) as exc:
             log.warning("square-off exit %s not re-priced: %s", order.command_id, exc)
+        except Exception:  # noqa: BLE001 - one order must not hold up the others
+            log.exception("square-off exit %s: re-pricing failed", order.command_id)
     return len(stuck)

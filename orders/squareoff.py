@@ -11,6 +11,7 @@ positions, `manage.py squareoff`. The watcher's passes move waiting requests on 
 daily django-q2 schedule per strategy is the backstop.
 """
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -18,6 +19,7 @@ from datetime import date, datetime, timedelta
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Sum
+from django.db.models.functions import Coalesce
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.utils import timezone
@@ -72,13 +74,14 @@ def close(*, strategy: str | None = None, exchange: str | None = None, symbol: s
           actor: str) -> CloseResult:
     """Cancel the matching open orders, then exit every matching open position (at once where
     nothing is left live on the instrument, else once the cancels are through)."""
-    positions = list(open_positions(strategy, exchange, symbol))
+    stamp = timezone.now().strftime("%Y%m%d%H%M%S%f")
+    with transaction.atomic():  # the requests first: the cancels then never leave a position unhandled
+        requests = [_request(p, SquareOffTrigger.MANUAL, actor, f"close-{stamp}-{p.pk}")
+                    for p in open_positions(strategy, exchange, symbol)]
     orders = _cancellable(cancels.open_orders(strategy=strategy, symbol=symbol))
     if exchange:
         orders = orders.filter(exchange=exchange.upper())
     cancelled = cancels.cancel_each(orders, actor)
-    stamp = timezone.now().strftime("%Y%m%d%H%M%S%f")
-    requests = [_request(p, SquareOffTrigger.MANUAL, actor, f"close-{stamp}-{p.pk}") for p in positions]
     return _settle(cancelled, [r for r in requests if r is not None])
 
 
@@ -87,18 +90,20 @@ def square_off_strategy(strategy: Strategy, trigger: str, now: datetime | None =
     """The day's automatic square-off of a strategy (TIME or MTM); None if it already ran today."""
     now = now or timezone.now()
     day = local_now(now).date()
+    prefix = f"{trigger.lower()}-{day:%Y%m%d}"
     try:
+        # The day's mark and a request per position in one transaction: a crash after it
+        # leaves requests that the next pass moves on, never a marked day without them.
         with transaction.atomic():
             SquareOffDay.objects.create(strategy=strategy, day=day, trigger=trigger, at=now, detail=why[:255])
+            requests = [_request(p, trigger, ACTOR, f"{prefix}-{p.exchange}-{p.symbol}-{p.product}")
+                        for p in open_positions(strategy.name)]
             events.on_commit(events.desk_event, __name__, kind="SQUARE_OFF", params={
                 "strategy": strategy.name, "trigger": trigger, "why": why})
     except IntegrityError:
         return None  # another process (or an earlier pass) did it
     log.warning("square-off of %s (%s) %s", strategy.name, trigger, why)
     cancelled = cancels.cancel_each(_cancellable(Order.objects.filter(strategy=strategy)), ACTOR)
-    prefix = f"{trigger.lower()}-{day:%Y%m%d}"
-    requests = [_request(p, trigger, ACTOR, f"{prefix}-{p.exchange}-{p.symbol}-{p.product}"[:64])
-                for p in open_positions(strategy.name)]
     return _settle(cancelled, [r for r in requests if r is not None])
 
 
@@ -110,12 +115,19 @@ def _cancellable(orders):
 
 def _request(position: Position, trigger: str, actor: str, alert_id: str) -> SquareOff | None:
     try:
-        with transaction.atomic():
+        with transaction.atomic():  # a savepoint inside the caller's transaction
             return SquareOff.objects.create(strategy=position.strategy, exchange=position.exchange,
                                             symbol=position.symbol, product=position.product, trigger=trigger,
-                                            actor=actor[:64], alert_id=alert_id[:64])
+                                            actor=actor[:64], alert_id=_fitted(alert_id))
     except IntegrityError:
         return None  # requested already (a second delivery of the same trigger)
+
+
+def _fitted(alert_id: str) -> str:
+    """At most 64 characters, still one per position: a long one keeps a digest of the whole."""
+    if len(alert_id) <= 64:
+        return alert_id
+    return f"{alert_id[:47]}-{hashlib.sha256(alert_id.encode()).hexdigest()[:16]}"
 
 
 def _settle(cancelled: list, requests: list[SquareOff]) -> CloseResult:
@@ -139,7 +151,7 @@ def advance(request: SquareOff, now: datetime | None = None) -> list[Order]:
     net = position.net_qty if position else 0
     side = Side.SELL if net > 0 else Side.BUY
     exiting = live.filter(execution_type=ExecutionType.EXIT, product=request.product, side=side).aggregate(
-        qty=Sum(F("qty") - F("filled_qty")))["qty"] or 0
+        qty=Sum(Coalesce("working_qty", "qty") - F("filled_qty")))["qty"] or 0  # as the broker works them
     qty = abs(net) - exiting
     if qty <= 0:
         _done(request, None, "flat" if net == 0 else f"covered by live exits of {exiting}")

@@ -3,6 +3,8 @@ disabled, kill switch, strategy rules (and stale alerts), the symbol master's in
 checks, risk limits, the available cash, execution guard (last: it takes the instrument
 locks). The interface they implement is risk.pipeline."""
 
+from orders.models import ExecutionType, Source
+
 from . import funds, guard, instruments, limits, rules
 from .killswitch import block_tag, effective_mode
 from .pipeline import IntakeContext, Verdict
@@ -34,8 +36,10 @@ def instrument_checks(ctx: IntakeContext) -> dict[int, Verdict]:
 def modification_check(order, *, qty=None, price=None, trigger_price=None, instrument=None) -> Verdict | None:
     """An open order's new terms, checked as the intake checks a new order's: against the
     instrument (its symbol master row, when one is loaded), then the risk limits."""
-    return (instruments.check_new_terms(order, instrument, qty=qty, price=price, trigger_price=trigger_price)
-            or limits.check_modification(order, qty=qty, price=price, trigger_price=trigger_price))
+    verdict = instruments.check_new_terms(order, instrument, qty=qty, price=price, trigger_price=trigger_price)
+    if verdict or (order.source == Source.SYSTEM and order.execution_type == ExecutionType.EXIT):
+        return verdict  # a square-off's exit re-priced to fill: the limits never trap a position
+    return limits.check_modification(order, qty=qty, price=price, trigger_price=trigger_price)
 
 
 def risk_limits(ctx: IntakeContext) -> dict[int, Verdict]:

@@ -23,6 +23,11 @@ def check_instruments(ctx: IntakeContext) -> dict[int, Verdict]:
     blocked = {}
     for order in ctx.pending():
         spec = specs.get(order.symbol)
+        if order.source == Source.SYSTEM and order.execution_type == ExecutionType.EXIT:
+            # A square-off closes what is held, whatever the master now says of lots or the
+            # contract; it is split at the freeze quantity (orders.legs), so that holds too.
+            ctx.note(order, "INSTRUMENT", None, "a square-off exit: closes what is held")
+            continue
         if spec is None:
             checks = [("UNKNOWN_SYMBOL", Verdict("GUARD_BLOCKED:UNKNOWN_SYMBOL",
                                                  f"{order.exchange}:{order.symbol} is not in the symbol master"))]

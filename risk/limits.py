@@ -359,6 +359,15 @@ class Scope:
             cursor.execute(f"SELECT id FROM {table} WHERE id = %s FOR UPDATE", [pk])
 
 
+def lock_before_instruments(strategy: Strategy) -> None:
+    """The locks check_limits takes before the guard's instrument locks, the same rows in the
+    same order, for an intake that must lock its instruments before the blockers run (target
+    positions): never the other way round, which could deadlock with a plain intake."""
+    for row in limits_of(strategy):
+        if row.max_orders_per_min or row.max_positions:
+            Scope(row, None if row.is_account else strategy, None).lock()
+
+
 def _price_of(order: Order, quotes: dict) -> Decimal | None:
     if order.price is not None:
         return order.price
@@ -462,10 +471,13 @@ def check_limits(ctx: IntakeContext) -> dict[int, Verdict]:
         scope.quotes = quotes
     blocked: dict[int, Verdict] = {}
     passed: list = []  # legs of this alert that passed so far: they count for the legs after them
+    leg_qty: dict[int, int] = {}  # a leg split at the freeze quantity is one order for the caps
+    for order in pending:
+        leg_qty[order.leg] = leg_qty.get(order.leg, 0) + order.qty
     for order in pending:
         verdicts = []
         for scope in scopes:
-            verdicts += _check_order(scope, order, quotes, passed)
+            verdicts += _check_order(scope, order, quotes, passed, leg_qty[order.leg])
         first = None
         for code, verdict in verdicts:
             ctx.note(order, code, verdict)
@@ -481,7 +493,8 @@ def _price_unknown(order: Order, label: str, detail: str) -> Verdict:
     return Verdict(f"RISK_BLOCKED:PRICE_UNKNOWN{label} {order.exchange}:{order.symbol}", detail)
 
 
-def _check_order(scope: Scope, order: Order, quotes: dict, passed: list) -> list[tuple[str, Verdict | None]]:
+def _check_order(scope: Scope, order: Order, quotes: dict, passed: list,
+                 leg_qty: int | None = None) -> list[tuple[str, Verdict | None]]:
     limits, label, results = scope.limits, scope.label, []
     entry = order.execution_type == ExecutionType.ENTRY
     if entry:
@@ -492,7 +505,14 @@ def _check_order(scope: Scope, order: Order, quotes: dict, passed: list) -> list
         results.append(scope.max_loss())
         if limits.cooldown_min:
             results.append(scope.cooldown())
-    results += _check_terms(limits, label, order, quotes)
+    if order.slice == 1:
+        # The per-order caps judge the leg's whole quantity: slicing at the freeze quantity
+        # must not get a leg past QTY_LIMIT or NOTIONAL_LIMIT (later slices share the verdict).
+        whole = order
+        if leg_qty is not None and leg_qty != order.qty:
+            whole = copy.copy(order)  # never saved: orders are immutable
+            whole.qty = leg_qty
+        results += _check_terms(limits, label, whole, quotes)
     if limits.max_orders_per_min is not None and not (order.source == Source.SYSTEM and not entry):
         count = scope.figures().recent_orders + len(passed) + 1
         over = count > limits.max_orders_per_min

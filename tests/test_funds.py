@@ -66,3 +66,11 @@ def test_funds_in_the_health_report_and_from_the_noren_limits(desk, shoonya_lega
     assert (funds["known"], funds["cash"], funds["margin_used"], funds["available_cash"]) == (
         True, "100000.00", "0.00", "100000.00")
     assert shoonya_legacy.calls_to("Limits")
+
+
+def test_cnc_buys_since_the_last_read_count_against_the_cash(desk, checks_funds):
+    desk.watch()
+    first = desk.post("ENTRY", [leg("RELIANCE-EQ", qty=10, product="CNC")])[0]  # 29500.00
+    assert first.tag == ""
+    [second] = desk.post("ENTRY", [leg("SBIN-EQ", qty=30, product="CNC")])  # 24465.00 of what is left
+    assert second.tag == "RISK_BLOCKED:INSUFFICIENT_FUNDS 24465.00 > 20500.00"

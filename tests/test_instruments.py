@@ -320,3 +320,12 @@ def test_a_square_off_exit_above_the_freeze_qty_is_always_split(desk, master, st
     assert [(o.slice, o.qty, o.status) for o in Order.objects.filter(execution_type="EXIT").order_by("slice")] == [
         (1, 900, Status.CREATED), (2, 600, Status.CREATED)]
     assert [o.qty for o in exits] == [900, 600]
+
+
+def test_the_qty_cap_judges_a_split_leg_whole(desk, master, strategy):
+    strategy.split_above_freeze = True
+    strategy.save()
+    set_limits(strategy, actor="test", max_qty=2000)
+    orders = nfo(desk, leg("NIFTY26DEC24000CE", qty=3600, product="NRML", price="120.50"))
+    assert {(o.slice, o.tag) for o in orders} == {(1, "RISK_BLOCKED:QTY_LIMIT qty 3600 > 2000"),
+                                                  (2, "RISK_BLOCKED:QTY_LIMIT qty 3600 > 2000")}

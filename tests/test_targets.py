@@ -3,7 +3,9 @@
 now, the entry once it is executed), against the paper broker and the fake Noren server."""
 
 import pytest
+from django.utils import timezone
 
+from brokers.models import PaperOrder
 from orders import targets
 from orders.models import EventKind, FollowUpStatus, Order, Status, TargetFollowUp
 
@@ -70,7 +72,7 @@ def test_a_flip_exits_now_and_enters_once_the_exit_is_executed(desk, strategy):
     entry = follow_up.entry
     assert (follow_up.status, entry.execution_type, entry.side, entry.qty, entry.status) == (
         FollowUpStatus.REGISTERED, "ENTRY", "SELL", 5, Status.CREATED)
-    assert entry.alert.alert_id.endswith(":then1")
+    assert entry.alert.alert_id == f"target-follow-up-{follow_up.pk}"
     desk.through(entry)
     assert strategy.positions.get(symbol="RELIANCE-EQ").net_qty == -5
     assert targets.run_due() == []  # once
@@ -118,3 +120,31 @@ def test_a_target_through_the_fake_noren_server(desk, shoonya_legacy):
     desk.send()
     [placed] = [c.jdata for c in shoonya_legacy.calls_to("PlaceOrder")]
     assert (placed["remarks"], placed["qty"], placed["trantype"]) == (order.command_id, "7", "B")
+
+
+def test_a_later_target_replaces_the_entry_a_flip_left_waiting(desk, strategy, settings):
+    desk.through(desk.entry("BUY", "RELIANCE-EQ", 10))
+    settings.PAPER_FILL_DELAY_S = 3600
+    [exit_order] = orders_of(target(desk, -5))
+    desk.send()  # the exit SELL 10 is live at the broker, the ENTRY SELL 5 waits for it
+    reply = target(desk, 0)
+    assert reply["orders"] == [] and "(a waiting follow-up entry cancelled)" in reply["note"]
+    assert TargetFollowUp.objects.get().status == FollowUpStatus.CANCELLED
+    settings.PAPER_FILL_DELAY_S = 0
+    PaperOrder.objects.filter(client_order_id=exit_order.command_id).update(due_at=timezone.now())
+    desk.watch()
+    assert strategy.positions.get(symbol="RELIANCE-EQ").net_qty == 0  # flat, as the last target said
+    assert not Order.objects.filter(execution_type="ENTRY", side="SELL").exists()
+
+
+def test_an_exit_closes_only_what_is_held(desk, strategy, settings):
+    desk.through(desk.entry("BUY", "RELIANCE-EQ", 5))
+    settings.PAPER_FILL_DELAY_S = 3600
+    strategy.block_duplicates = False
+    strategy.save()
+    desk.entry("BUY", "RELIANCE-EQ", 10, price="2900")
+    desk.send()  # a live BUY 10 beside the position of 5
+    [order] = orders_of(target(desk, 0))
+    assert (order.execution_type, order.side, order.qty) == ("EXIT", "SELL", 5)
+    assert order.events.get(kind=EventKind.CREATED).detail == (
+        "target +0: position +5, live orders +10: EXIT SELL 5; live entries of 10 stay: cancel them to go further")
