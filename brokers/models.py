@@ -14,6 +14,7 @@ class Behaviour(models.TextChoices):
     TIMEOUT_ON_PLACE = "TIMEOUT_ON_PLACE", "record the order, then time out the place call"
     REJECT_LATER = "REJECT_LATER", "accept, then REJECTED after the delay"
     CANCEL_AFTER_PARTIAL = "CANCEL_AFTER_PARTIAL", "fill half, then CANCELED"
+    STAY_OPEN = "STAY_OPEN", "stay OPEN until cancelled (a resting order, to cancel or modify)"
 
 
 class PaperInstrument(models.Model):

@@ -43,6 +43,7 @@ LATE_REJECT_REASON = "RED:Margin Shortfall:INSUFFICIENT BALANCE"
 CANCEL_REASON = "Canceled by exchange: IOC remainder"
 USER_CANCEL_REASON = "Canceled by user"
 ID_ATTEMPTS = 5
+STAY_OPEN_FOR = timedelta(days=3650)
 FILL_BATCH = 500  # orders per fill UPDATE (bound on the statement's parameters)
 
 
@@ -117,7 +118,8 @@ class PaperBroker(Broker):
             fill_price=fill_price,
             behaviour=instrument.behaviour if instrument else Behaviour.NORMAL,
             placed_at=now,
-            due_at=now + self._delay(),
+            # A resting order never comes due: only a cancel (or a modification) moves it.
+            due_at=now + (STAY_OPEN_FOR if instrument and instrument.behaviour == Behaviour.STAY_OPEN else self._delay()),
         )
         for attempt in range(ID_ATTEMPTS):
             # Noren-like numeric ids; a random one can collide with another of the same day.

@@ -144,7 +144,10 @@ INSTALLED_APPS = [
     "orders",
     "brokers",
     "risk",
+    "orderdesk.dashboard",
 ]
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
 
 MIDDLEWARE = [
     # First: headers only our own proxies may set are dropped from anyone else.
@@ -312,6 +315,7 @@ ORDERDESK_BLOCKERS = [p.strip() for p in env_str("ORDERDESK_BLOCKERS", ",".join(
 ])).split(",") if p.strip()]
 ORDERDESK_CLAIM_GUARD = env_str("ORDERDESK_CLAIM_GUARD", "risk.killswitch.claim_guard")
 ORDERDESK_KILL_SWITCH_CONTROL = env_str("ORDERDESK_KILL_SWITCH_CONTROL", "risk.killswitch.set_mode")
+ORDERDESK_EARLY_LOCKS = env_str("ORDERDESK_EARLY_LOCKS", "risk.blockers.lock_instruments_early")
 ORDERDESK_MTM_CHECK = env_str("ORDERDESK_MTM_CHECK", "risk.mtm.strategies_to_square_off")
 ORDERDESK_MODIFY_CHECK = env_str("ORDERDESK_MODIFY_CHECK", "risk.blockers.modification_check")
 ALERT_MAX_AGE_S = env_float("ALERT_MAX_AGE_S", 60)  # an alert's sent_at older -> STALE_ALERT

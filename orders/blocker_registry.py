@@ -1,6 +1,6 @@
 """The blockers every intake runs, the claim-time check and the kill switch's control, from
 the settings (ORDERDESK_BLOCKERS, ORDERDESK_CLAIM_GUARD, ORDERDESK_KILL_SWITCH_CONTROL,
-ORDERDESK_MODIFY_CHECK, ORDERDESK_MTM_CHECK: dotted paths), loaded once per process as brokers/registry.py loads brokers. The only way orders
+ORDERDESK_MODIFY_CHECK, ORDERDESK_MTM_CHECK, ORDERDESK_EARLY_LOCKS: dotted paths), loaded once per process as brokers/registry.py loads brokers. The only way orders
 reaches risk."""
 
 from functools import cache
@@ -45,6 +45,12 @@ def modification_check():
     return _imported("ORDERDESK_MODIFY_CHECK", settings.ORDERDESK_MODIFY_CHECK)
 
 
+def early_locks():
+    """lock(strategy, exchange, symbols): the blockers' locks, taken before the legs are
+    registered (target positions read the position under them)."""
+    return _imported("ORDERDESK_EARLY_LOCKS", settings.ORDERDESK_EARLY_LOCKS)
+
+
 def mtm_check():
     """check(now) -> [(strategy, why)]: the strategies whose day P&L reached an MTM stop or target."""
     return _imported("ORDERDESK_MTM_CHECK", settings.ORDERDESK_MTM_CHECK)
@@ -58,6 +64,6 @@ def kill_switch_control():
 @receiver(setting_changed)
 def _reload(*, setting, **kwargs):
     if setting in ("ORDERDESK_BLOCKERS", "ORDERDESK_CLAIM_GUARD", "ORDERDESK_KILL_SWITCH_CONTROL",
-                   "ORDERDESK_MODIFY_CHECK", "ORDERDESK_MTM_CHECK"):
+                   "ORDERDESK_MODIFY_CHECK", "ORDERDESK_MTM_CHECK", "ORDERDESK_EARLY_LOCKS"):
         _blockers.cache_clear()
         _imported.cache_clear()

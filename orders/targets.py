@@ -14,9 +14,7 @@ from django.db.models import F, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from risk.guard import lock_instruments
-from risk.limits import lock_before_instruments
-
+from .blocker_registry import early_locks
 from .models import (
     LIVE_STATUSES,
     ExecutionType,
@@ -49,9 +47,8 @@ def has_targets(request: AlertRequest) -> bool:
 
 def resolve(strategy, request: AlertRequest) -> Resolved:
     """The target legs made into ordinary legs, from the position and live orders now."""
-    # The locks in the intake's one order (limits, then every instrument of the alert, sorted).
-    lock_before_instruments(strategy)
-    lock_instruments(request.exchange, [leg.symbol for leg in request.legs])
+    # The blockers' locks, in their one order, before the position is read.
+    early_locks()(strategy, request.exchange, [leg.symbol for leg in request.legs])
     legs, notes, follow_ups = [], {}, {}
     for leg in request.legs:
         if leg.target_qty is None:

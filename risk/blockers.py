@@ -42,6 +42,14 @@ def modification_check(order, *, qty=None, price=None, trigger_price=None, instr
     return limits.check_modification(order, qty=qty, price=price, trigger_price=trigger_price)
 
 
+def lock_instruments_early(strategy, exchange: str, symbols: list[str]) -> None:
+    """For an intake that reads positions before its blockers run (target positions): the locks
+    the blockers take, in their one order (the counted limits' rows, then the instruments,
+    sorted), so that two intakes never wait for each other the other way round."""
+    limits.lock_before_instruments(strategy)
+    guard.lock_instruments(exchange, symbols)
+
+
 def risk_limits(ctx: IntakeContext) -> dict[int, Verdict]:
     return limits.check_limits(ctx)
 

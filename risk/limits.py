@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.db import connection
 from django.db.models import Max, Sum
+from django.utils import timezone
 
 from orders import events
 from orders.models import (
@@ -357,6 +358,13 @@ class Scope:
         table, pk = (STRATEGIES, self.strategy.pk) if self.strategy is not None else (LIMITS, self.limits.pk)
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT id FROM {table} WHERE id = %s FOR UPDATE", [pk])
+
+
+def strategy_day_pnl(strategy: Strategy, now=None) -> tuple[Decimal | None, str]:
+    """The strategy's day P&L as DAILY_LOSS_LIMIT and the MTM exits see it (realised today plus
+    its open positions at the latest price), or (None, why it is unknown)."""
+    scope = Scope(RiskLimits(strategy=strategy), strategy, IntakeContext(strategy, None, [], now=now or timezone.now()))
+    return scope.day_pnl()
 
 
 def lock_before_instruments(strategy: Strategy) -> None:
