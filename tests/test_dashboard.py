@@ -8,6 +8,8 @@ import re
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -135,3 +137,14 @@ def test_the_summary_shows_positions_pnl_and_health(trader, desk, strategy):
     assert "RELIANCE-EQ" in page and "Square off strategy" in page and "Close all" in page
     assert "EXECUTED 1" in page and "<svg" in page
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing fetched from elsewhere
+
+
+FORM_TEXT = st.one_of(st.text(max_size=30), st.sampled_from(["", "0", "-1", "1e99999999999", "NaN", "LIMIT", "BUY"]))
+
+
+@given(fields=st.dictionaries(st.sampled_from(sorted(order_form())), FORM_TEXT, max_size=8))
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+def test_whatever_the_form_holds_the_answer_is_never_a_500(trader, fields):
+    reply = trader.post("/dashboard/place/", order_form(**{"alert_id": "", **fields}), **FRAGMENT)
+    assert reply.status_code in (200, 400), reply.content[:500]

@@ -91,11 +91,14 @@ def summary() -> dict:
     strategies = [StrategyDay(s, *strategy_day_pnl(s, now), limits.get(s.pk), effective_mode(s.pk))
                   for s in Strategy.objects.order_by("name")]
     health = health_report()
+    positions = list(positions_with_prices().exclude(net_qty=0).select_related("strategy")
+                     .order_by("strategy__name", "exchange", "symbol"))
     return {
         "counts": [(status, counts.get(status, 0)) for status in Status.values],
         "failures": list(failures),
-        "positions": list(positions_with_prices().exclude(net_qty=0).select_related("strategy")
-                          .order_by("strategy__name", "exchange", "symbol")),
+        "positions": positions,
+        "totals": {"realized": sum((p.realized_pnl for p in positions), Decimal(0)),
+                   "unrealized": sum((p.unrealized_pnl or Decimal(0) for p in positions), Decimal(0))},
         "strategies": strategies,
         "global_mode": KillSwitch.objects.filter(is_global=True).values_list("mode", flat=True).first() or "ACTIVE",
         "health": health.status,
