@@ -8,10 +8,10 @@ import re
 
 import pytest
 from django.contrib.auth.models import Permission, User
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from brokers.models import PaperOrder
 from orders.models import EventKind, Order, Status
