@@ -6,13 +6,15 @@ this run's temp dir)."""
 
 import os
 import re
+from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.utils import timezone
 
-from brokers.models import Behaviour, PaperInstrument
+from brokers.models import Behaviour, Instrument, InstrumentMaster, PaperInstrument
 from orders.models import Order, Status
 from tests.factories import StrategyFactory
 
@@ -98,9 +100,18 @@ def fill_leg(page, symbol: str, qty: str, side: str = "BUY", order_type: str = "
 def test_a_traders_day_in_the_browser(browser, stack, screenshots):
     StrategyFactory(name="demo")
     PaperInstrument.objects.filter(symbol="INFY-EQ").update(behaviour=Behaviour.STAY_OPEN)
+    for token, symbol in (("2885", "RELIANCE-EQ"), ("3045", "SBIN-EQ"), ("1594", "INFY-EQ")):
+        Instrument.objects.create(exchange="NSE", token=token, trading_symbol=symbol, symbol=symbol[:-3],
+                                  instrument_type="EQ", lot_size=1, tick_size=Decimal("0.05"))
+    InstrumentMaster.objects.create(exchange="NSE", rows=3, synced_at=timezone.now())
     user("trader", "view_order", "place_manual_order", "cancel_order", "modify_order", "change_killswitch")
     desk = stack()
     page = signed_in(browser, desk.url, "trader")
+
+    # The symbol field suggests from the symbol master; with one loaded, legs may give lots.
+    page.type("input[name=leg-0-symbol]", "RELI")
+    page.wait_for_selector("#symbols option[value='RELIANCE-EQ']", state="attached", timeout=10_000)
+    assert page.locator("input[name=leg-0-lots]").count() == 1
 
     # A manual order, followed on the page until the broker executed it.
     fill_leg(page, "RELIANCE-EQ", "10")

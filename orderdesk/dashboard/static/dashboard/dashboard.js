@@ -89,6 +89,33 @@
       });
   });
 
+  // The symbol master's search (/api/instruments/, this session's cookie) as the symbol
+  // fields' suggestions; without a master it finds nothing and any symbol may be typed.
+  var searching = null;
+  document.addEventListener("input", function (event) {
+    var input = event.target;
+    if (!input.name || !/^leg-\d+-symbol$/.test(input.name) || input.value.length < 2) return;
+    clearTimeout(searching);
+    searching = setTimeout(function () {
+      var exchange = document.querySelector("#order-form select[name=exchange]");
+      var url = "/api/instruments/?q=" + encodeURIComponent(input.value) +
+        (exchange ? "&exchange=" + encodeURIComponent(exchange.value) : "");
+      fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
+        .then(function (reply) { return reply.ok ? reply.json() : {results: []}; })
+        .then(function (found) {
+          var list = document.getElementById("symbols");
+          if (!list) return;
+          list.innerHTML = "";
+          (found.results || []).forEach(function (instrument) {
+            var option = document.createElement("option");
+            option.value = instrument.trading_symbol;
+            option.label = instrument.symbol + " lot " + instrument.lot_size + " tick " + instrument.tick_size;
+            list.appendChild(option);
+          });
+        });
+    }, 200);
+  });
+
   document.addEventListener("click", function (event) {
     if (event.target.id === "add-leg") addLeg();
   });
