@@ -148,3 +148,8 @@ FORM_TEXT = st.one_of(st.text(max_size=30), st.sampled_from(["", "0", "-1", "1e9
 def test_whatever_the_form_holds_the_answer_is_never_a_500(trader, fields):
     reply = trader.post("/dashboard/place/", order_form(**{"alert_id": "", **fields}), **FRAGMENT)
     assert reply.status_code in (200, 400), reply.content[:500]
+
+
+def test_a_control_never_sends_the_browser_to_another_site(trader):
+    reply = trader.post("/dashboard/kill-switch/", {"mode": "ACTIVE", "next": "https://evil.example/"})
+    assert reply["Location"] == "/"

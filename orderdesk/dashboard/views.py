@@ -11,6 +11,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from orderdesk.network import client_ip
@@ -164,7 +165,10 @@ def place_order(request):
 
 def _back(request, text: str, level=messages.SUCCESS):
     messages.add_message(request, level, text)
-    return HttpResponseRedirect(request.POST.get("next") or "/")
+    target = request.POST.get("next") or "/"
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        target = "/"  # never off to another site
+    return HttpResponseRedirect(target)
 
 
 @require_POST
