@@ -1,4 +1,5 @@
-"""Which broker this process talks to (ORDERDESK_BROKER), created once per process."""
+"""Which broker this process talks to (ORDERDESK_BROKER: a name below, or the dotted path of a
+Broker class, such as the test suite's fault-injecting broker), created once per process."""
 
 from functools import cache
 
@@ -14,11 +15,22 @@ BROKERS = {
 }
 
 
+def known(name: str) -> bool:
+    """A broker name, or a dotted path that imports a Broker class."""
+    if name in BROKERS:
+        return True
+    try:
+        return "." in name and issubclass(import_string(name), Broker)
+    except (ImportError, TypeError):
+        return False
+
+
 @cache
 def _broker(name: str) -> Broker:
-    if name not in BROKERS:
-        raise ImproperlyConfigured(f"ORDERDESK_BROKER={name!r}: choose one of {sorted(BROKERS)}")
-    return import_string(BROKERS[name])()
+    if not known(name):
+        raise ImproperlyConfigured(f"ORDERDESK_BROKER={name!r}: choose one of {sorted(BROKERS)}, or give the "
+                                   "dotted path of a Broker class")
+    return import_string(BROKERS.get(name, name))()
 
 
 def get_broker() -> Broker:

@@ -251,8 +251,8 @@ Q_CLUSTER = {
     "workers": env_int("ORDERDESK_Q_WORKERS", 4),
     # A task is killed after 40 s (a watcher slice of ~20 s plus one pass at full broker
     # timeouts) and only redelivered after 80 s: timeout < retry, so never both at once.
-    "timeout": 40,
-    "retry": 80,
+    "timeout": env_int("ORDERDESK_Q_TIMEOUT", 40),
+    "retry": env_int("ORDERDESK_Q_RETRY", 80),
     "max_attempts": 3,
     "ack_failures": True,
     "catch_up": False,

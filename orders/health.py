@@ -107,12 +107,12 @@ def funds_state(now) -> dict:
 
 
 def broker_state() -> dict:
-    from brokers.registry import BROKERS
+    from brokers.registry import known
 
     name = settings.ORDERDESK_BROKER
     if name == "shoonya":
         return {"name": name, **shoonya_session_state()}
-    if name in BROKERS:  # no session to hold (the paper broker)
+    if known(name):  # no session to hold (the paper broker, a broker class given by its path)
         return {"name": name, "session": "n/a", "ready": True}
     return {"name": name, "session": "n/a", "ready": False, "error": "not a known broker"}
 

@@ -237,7 +237,7 @@ def cluster(transactional_db, q_name, monkeypatch):
 
     clusters = []
 
-    def build(redis_url: str | None = None) -> Cluster:
+    def build(redis_url: str | None = None, **env_overrides) -> Cluster:
         # django-q2 signs tasks with the cluster `name` (Conf.PREFIX) and queues them under
         # Conf.CLUSTER_NAME: the subprocess gets ORDERDESK_Q_NAME, this process the same values.
         monkeypatch.setattr(Conf, "PREFIX", q_name)
@@ -253,6 +253,7 @@ def cluster(transactional_db, q_name, monkeypatch):
             WATCHER_SLICE_S="3",
             PYTHONUNBUFFERED="1",
         )
+        env.update(env_overrides)
         if redis_url:
             monkeypatch.setattr(Conf, "ORM", None)
             monkeypatch.setattr(Conf, "REDIS", redis_url)

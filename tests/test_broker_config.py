@@ -198,3 +198,16 @@ def test_the_admin_shows_the_session_state_never_its_token(shoonya_oauth, admin_
     assert "FT4242" in listing and "OAuth access token" in listing
     assert session.token not in listing + page
     assert admin_client.post(f"/admin/brokers/brokersession/{session.pk}/delete/", {"post": "yes"}).status_code == 403
+
+
+def test_a_broker_class_may_be_given_by_its_dotted_path(settings):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from brokers.registry import get_broker
+    from tests.fault_broker import FaultBroker
+
+    settings.ORDERDESK_BROKER = "tests.fault_broker.FaultBroker"
+    assert isinstance(get_broker(), FaultBroker)
+    settings.ORDERDESK_BROKER = "tests.fault_broker.FOREVER"  # not a Broker class
+    with pytest.raises(ImproperlyConfigured, match="dotted path of a Broker class"):
+        get_broker()
