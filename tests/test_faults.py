@@ -36,11 +36,12 @@ def kill_group(cluster) -> None:
 def test_a_worker_killed_in_the_broker_call_after_the_booking_is_adopted_never_resent(
         cluster, strategy, alert_body, post_alert):
     """The broker booked the order; the worker died before its answer was stored."""
+    # Built first: this process then enqueues into the cluster's own queue.
+    faulty = cluster(ORDERDESK_BROKER=FAULTY, ORDERDESK_FAULT_PLACE="hang_after_booking")
     [reply] = post_alert(alert_body(alert_id="kill-in-the-call")).json()["orders"]
     command_id = reply["command_id"]
-    faulty = cluster(ORDERDESK_BROKER=FAULTY, ORDERDESK_FAULT_PLACE="hang_after_booking")
     faulty.start()
-    wait_until(lambda: PaperOrder.objects.filter(client_order_id=command_id).exists(), 120, "the booking")
+    wait_until(lambda: PaperOrder.objects.filter(client_order_id=command_id).exists(), 60, "the booking")
     kill_group(faulty)
     assert Order.objects.get(command_id=command_id).broker_order_id is None  # in doubt: no answer came back
 
