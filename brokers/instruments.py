@@ -240,10 +240,6 @@ def token_of(exchange: str, trading_symbol: str) -> str | None:
         "token", flat=True).first()
 
 
-def master_loaded(exchange: str) -> bool:
-    return InstrumentMaster.objects.filter(exchange=exchange, rows__gt=0).exists()
-
-
 def specs(exchange: str, trading_symbols: Iterable[str]) -> dict[str, Spec] | None:
     """{trading symbol: Spec} of those the exchange's master lists; None when no master is
     loaded for the exchange (the intake then checks nothing of instruments).

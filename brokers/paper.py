@@ -33,7 +33,7 @@ from .base import (
     add_fill,
     normalize_status,
 )
-from .models import Behaviour, Instrument, PaperInstrument, PaperOrder
+from .models import Behaviour, PaperInstrument, PaperOrder
 
 log = logging.getLogger("orderdesk.brokers.paper")
 
@@ -101,9 +101,10 @@ class PaperBroker(Broker):
 
     def place(self, request: PlaceRequest) -> PlaceResult:
         instrument = PaperInstrument.objects.filter(exchange=request.exchange, symbol=request.symbol).first()
-        if instruments.master_loaded(request.exchange):
+        listed = instruments.specs(request.exchange, [request.symbol])  # one statement; None: no master
+        if listed is not None:
             # The symbol master says what exists; the price list still gives prices (and switches).
-            if not Instrument.objects.filter(exchange=request.exchange, trading_symbol=request.symbol).exists():
+            if request.symbol not in listed:
                 return PlaceResult(PlaceOutcome.REJECTED, message=INVALID_SYMBOL)
         elif instrument is None:
             return PlaceResult(PlaceOutcome.REJECTED, message=INVALID_SYMBOL)
