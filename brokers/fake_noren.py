@@ -20,6 +20,7 @@ issue_auth_code, calls, feed) and read every request it received in `self.calls`
 import hashlib
 import itertools
 import json
+import random
 import secrets
 import socket
 import threading
@@ -45,6 +46,7 @@ DEFAULT_REJECT_EMSG = "RED:Rejected by risk: order value exceeds limit"
 DEFAULT_LATE_REJECT = "RED:Margin Shortfall:INSUFFICIENT BALANCE"
 DEFAULT_CANCEL_REASON = "Canceled by exchange"
 GARBAGE_BODY = "<html><body><h1>502 Bad Gateway</h1></body></html>"
+HANG_UP_REPLY = (0, "", "")  # the handler closes the connection instead of answering
 BASE_PATH = "/NorenWClientAPI"
 FEED_PATH = "/NorenWSAPI/"
 TICK_S = 0.02  # due orders move on this often even when nobody reads the book (the feed announces them)
@@ -70,6 +72,8 @@ class Behaviour(str, Enum):
     HTTP_500 = "HTTP_500"  # HTTP 500 (the order is still booked unless record=False)
     GARBAGE = "GARBAGE"  # a 200 with an HTML body (the order is still booked unless record=False)
     EXPIRE_SESSION = "EXPIRE_SESSION"  # "Session Expired" to every PlaceOrder of it
+    OK_WITHOUT_NUMBER = "OK_WITHOUT_NUMBER"  # booked, then "Ok" with no norenordno in the reply
+    HANG_UP = "HANG_UP"  # booked, then the connection is closed with no reply at all
 
 
 @dataclass
@@ -330,6 +334,8 @@ class FakeNoren:
         self.scrip_tokens: dict[tuple[str, str], str] = {}  # (exch, token) -> tsym, for GetQuotes
         self.quote_mixups = 0  # this many GetQuotes replies describe another instrument (a known Noren fault)
         self.default_rule = Rule()
+        self.mix: list[tuple[Rule, float]] = []  # set_mix
+        self._random = random.Random(7)  # a soak's misbehaviour is the same from run to run
         self.rules_by_symbol: dict[str, Rule] = {}
         self.rules_by_remarks: dict[str, Rule] = {}
         self._lock = threading.RLock()
@@ -569,10 +575,20 @@ class FakeNoren:
         return {"stat": "Ok", "access_token": self._new_token("OAUTH"), "refresh_token": secrets.token_hex(32),
                 "USERID": a.user_id, "actid": a.account_id, "susertoken": secrets.token_hex(32)}
 
+    def set_mix(self, weights: dict[Behaviour | str, float], **options) -> None:
+        """Orders without a rule of their own misbehave at random: `{"ACCEPT": 0.9, "GARBAGE": 0.1}`
+        (for soaks; `options` as in set_behaviour, e.g. sleep_s for TIMEOUT)."""
+        rules = [(Rule(Behaviour(b), **options), float(w)) for b, w in weights.items()]
+        with self._lock:
+            self.mix = rules
+
     def _rule_for(self, fields: dict) -> Rule:
         with self._lock:
-            return (self.rules_by_remarks.get(fields.get("remarks") or "")
-                    or self.rules_by_symbol.get(fields["tsym"]) or self.default_rule)
+            rule = self.rules_by_remarks.get(fields.get("remarks") or "") or self.rules_by_symbol.get(fields["tsym"])
+            if rule is None and self.mix:
+                rules, weights = zip(*self.mix, strict=True)
+                rule = self._random.choices(rules, weights)[0]
+            return rule or self.default_rule
 
     def _place(self, jdata: dict) -> tuple[int, str, str]:
         missing = [k for k in ("uid", "actid", "exch", "tsym", "qty", "prd", "trantype", "prctyp", "ret")
@@ -596,6 +612,10 @@ class FakeNoren:
             return 500, "text/html", "<html><body>500 Internal Server Error</body></html>"
         elif rule.behaviour == Behaviour.GARBAGE:
             return 200, "text/html", GARBAGE_BODY
+        elif rule.behaviour == Behaviour.OK_WITHOUT_NUMBER:
+            return self._json({"request_time": _noren_time(), "stat": "Ok"})
+        elif rule.behaviour == Behaviour.HANG_UP:
+            return HANG_UP_REPLY
         return self._json({"request_time": _noren_time(), "stat": "Ok", "norenordno": order.norenordno})
 
     def _cancel(self, norenordno: str) -> dict:
@@ -783,6 +803,10 @@ def _handler_for(fake: FakeNoren):
         disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
 
         def _reply(self, status: int, content_type: str, body: str) -> None:
+            if (status, content_type, body) == HANG_UP_REPLY:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             data = body.encode("utf-8")
             try:
                 self.send_response(status)

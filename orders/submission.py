@@ -65,6 +65,8 @@ def submit_order(command_id: str) -> str:
         log.error("submit: no order %s", command_id)
         return "missing"
     if order.status != Status.CREATED:
+        # A repeated delivery of the task (django-q2's retry, a re-enqueue): nothing to do.
+        log.info("submit: order %s is %s, not claimable; nothing sent", command_id, order.status)
         return f"not claimable ({order.status})"
     # Before the claim, never between it and the broker call: a worker waiting here holds no
     # order, and the age check below still sees the time it waited.

@@ -237,7 +237,7 @@ def cluster(transactional_db, q_name, monkeypatch):
 
     clusters = []
 
-    def build(redis_url: str | None = None, **env_overrides) -> Cluster:
+    def build(redis_url: str | None = None, command: str = "qcluster", **env_overrides) -> Cluster:
         # django-q2 signs tasks with the cluster `name` (Conf.PREFIX) and queues them under
         # Conf.CLUSTER_NAME: the subprocess gets ORDERDESK_Q_NAME, this process the same values.
         monkeypatch.setattr(Conf, "PREFIX", q_name)
@@ -258,7 +258,7 @@ def cluster(transactional_db, q_name, monkeypatch):
             monkeypatch.setattr(Conf, "ORM", None)
             monkeypatch.setattr(Conf, "REDIS", redis_url)
             env["REDIS_URL"] = redis_url
-        clusters.append(Cluster(q_name, env))
+        clusters.append(Cluster(q_name, env, command))
         return clusters[-1]
 
     yield build
@@ -267,7 +267,7 @@ def cluster(transactional_db, q_name, monkeypatch):
         if c.env.get("REDIS_URL"):  # only now: a running cluster keeps writing its keys
             flush_redis_keys(c.env["REDIS_URL"], c.name)
         # Captured: pytest shows it only when the test failed.
-        print(f"--- qcluster {c.name} output ---\n{c.output()}")
+        print(f"--- {c.command} {c.name} output ---\n{c.output()}")
         c.log.close()
 
 
@@ -311,3 +311,37 @@ def desk(strategy, alert_body, post_alert, run_queue):
 @pytest.fixture
 def other(db):
     return StrategyFactory(name="other")
+
+
+@pytest.fixture
+def trading_day_began_an_hour_ago(monkeypatch):
+    """Tests backdate orders by seconds; run just after IST midnight, those seconds would cross
+    into the previous trading day, whose orders the broker has forgotten (failed as unknown at
+    once, rightly). Orders older than an hour still belong to a past day, as they really do."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from orders import watcher
+    from orders.tradingday import trading_day_start
+
+    monkeypatch.setattr(watcher, "trading_day_start",
+                        lambda now=None: min(trading_day_start(now), (now or timezone.now()) - timedelta(hours=1)))
+
+
+@pytest.fixture
+def private_postgres():
+    """A PostgreSQL server of this test's own, started, with an empty `orderdesk` database;
+    stopped at the end (tests/processes.PrivatePostgres)."""
+    import shutil
+
+    from tests.processes import PrivatePostgres
+
+    if not (shutil.which("initdb") and shutil.which("pg_ctl")):
+        service_missing("initdb and pg_ctl (PostgreSQL's server binaries) are not installed")
+    server = PrivatePostgres()
+    try:
+        server.start().create_database()
+        yield server
+    finally:
+        server.remove()

@@ -7,10 +7,12 @@ going to be killed cannot be told anything later):
     ORDERDESK_FAULT_PLACE=hang_before_booking  the call never reaches the book
     ORDERDESK_FAULT_PLACE=raise                a connection error after booking
     ORDERDESK_FAULT_PLACE=garbage              booked, then an answer that is no answer
+    ORDERDESK_FAULT_PLACE=slow                 booked and answered after ORDERDESK_FAULT_SLEEP_S
 """
 
 import os
 import threading
+import time
 
 from brokers.base import PlaceRequest, PlaceResult
 from brokers.paper import PaperBroker
@@ -23,6 +25,8 @@ class FaultBroker(PaperBroker):
         fault = os.environ.get("ORDERDESK_FAULT_PLACE", "")
         if fault == "hang_before_booking":
             FOREVER.wait()
+        if fault == "slow":
+            time.sleep(float(os.environ.get("ORDERDESK_FAULT_SLEEP_S", "5")))
         result = super().place(request)
         if fault == "hang_after_booking":
             FOREVER.wait()

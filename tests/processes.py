@@ -2,6 +2,7 @@
 stack) on the test database, and for tests that race threads. Fixtures live in conftest.py."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,17 +36,19 @@ def database_url() -> str:
 
 
 class Cluster:
-    """A `manage.py qcluster` subprocess with its own queue name; output goes to a file."""
+    """A `manage.py qcluster` subprocess with its own queue name (or another long-running
+    command, such as `orderwatcher`, in the same environment); output goes to a file."""
 
-    def __init__(self, name: str, env: dict):
+    def __init__(self, name: str, env: dict, command: str = "qcluster"):
         self.name = name
         self.env = env
+        self.command = command
         self.proc = None
         self.log = tempfile.TemporaryFile(mode="w+")
 
     def start(self):
         self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"], cwd=BASE_DIR, env=self.env,
+            [sys.executable, "manage.py", self.command], cwd=BASE_DIR, env=self.env,
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
@@ -122,6 +125,31 @@ def run_together(n: int, target) -> list:
 
 
 
+def descendants(root: int) -> list[int]:
+    """root and every process below it (from /proc: no psutil here)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    children.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    found, todo = [], [root]
+    while todo:
+        found.append(pid := todo.pop())
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def command_line(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [part.decode(errors="replace") for part in f.read().split(b"\0") if part]
+    except OSError:
+        return []
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -173,3 +201,49 @@ class Stack:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=5)
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own (initdb + pg_ctl in a temporary directory, on a
+    free port), so a test may stop and restart it: never the machine's shared server."""
+
+    def __init__(self):
+        import pwd
+
+        # Not under pytest's tmp_path: the server's account must be able to reach the directory.
+        self.root = Path(tempfile.mkdtemp(prefix="orderdesk-pg-"))
+        self.data, self.sockets, self.log = self.root / "data", self.root / "sockets", self.root / "server.log"
+        self.port = free_port()
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/orderdesk"
+        # initdb refuses to run as root: the server then runs as the postgres account.
+        self.user = "postgres" if os.geteuid() == 0 else None
+        self.sockets.mkdir()
+        if self.user:
+            account = pwd.getpwnam(self.user)
+            for path in (self.root, self.sockets):
+                os.chown(path, account.pw_uid, account.pw_gid)
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    def _run(self, *argv):
+        done = subprocess.run(argv, user=self.user, capture_output=True, text=True, timeout=120)
+        if done.returncode:
+            pytest.fail(f"{' '.join(argv[:2])} failed ({done.returncode}): {done.stdout[-1500:]} {done.stderr[-1500:]}")
+
+    def start(self) -> "PrivatePostgres":
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "start", "-o",
+                  f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 -c fsync=off")
+        return self
+
+    def stop(self):
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def remove(self):
+        subprocess.run(["pg_ctl", "-D", str(self.data), "-m", "immediate", "stop"], user=self.user,
+                       capture_output=True, timeout=60)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def create_database(self):
+        import psycopg
+
+        with psycopg.connect(f"postgres://postgres@127.0.0.1:{self.port}/postgres", autocommit=True) as conn:
+            conn.execute("CREATE DATABASE orderdesk")

@@ -123,8 +123,9 @@ def test_timeout_is_one_place_call_then_found_in_the_book_by_remarks(shoonya_leg
     assert len(shoonya_legacy.calls_to("PlaceOrder")) == 1  # never sent again
 
 
-@pytest.mark.parametrize("behaviour", [Behaviour.HTTP_500, Behaviour.GARBAGE])
-def test_500_and_garbage_replies_are_in_doubt_and_resolved_from_the_book(
+@pytest.mark.parametrize("behaviour", [Behaviour.HTTP_500, Behaviour.GARBAGE, Behaviour.OK_WITHOUT_NUMBER,
+                                       Behaviour.HANG_UP])
+def test_5xx_garbage_no_number_or_no_reply_is_in_doubt_and_resolved_from_the_book(
         shoonya_legacy, strategy, alert_body, post_alert, run_queue, behaviour):
     shoonya_legacy.set_behaviour(behaviour, symbol="SBIN-EQ")
     order = send(post_alert, alert_body, run_queue, symbol="SBIN-EQ")

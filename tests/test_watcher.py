@@ -14,24 +14,13 @@ from brokers import paper
 from brokers.base import BookEntry, Broker, BrokerUnavailable, normalize_status
 from brokers.models import Behaviour, PaperInstrument, PaperOrder
 from orders import lifecycle
-from orders import watcher as watcher_module
 from orders.models import EventKind, Order, Position, Status
 from orders.queue import SUBMIT_TASK, enqueue_submissions
 from orders.submission import submit_order
-from orders.tradingday import trading_day_start
 from orders.watcher import OrderWatcher
 from tests.factories import OrderFactory
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def trading_day_began_an_hour_ago_at_least(monkeypatch):
-    """Tests backdate orders by seconds; run just after IST midnight, those seconds would cross
-    into the previous trading day, whose orders the broker has forgotten (failed as unknown at
-    once, rightly). Orders older than an hour still belong to a past day, as they really do."""
-    monkeypatch.setattr(watcher_module, "trading_day_start",
-                        lambda now=None: min(trading_day_start(now), (now or timezone.now()) - timedelta(hours=1)))
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("trading_day_began_an_hour_ago")]
 
 
 class FakeBroker(Broker):

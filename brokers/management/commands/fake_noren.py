@@ -6,7 +6,7 @@ import time
 
 from django.core.management.base import BaseCommand
 
-from brokers.fake_noren import FakeNoren
+from brokers.fake_noren import Behaviour, FakeNoren
 
 
 class Command(BaseCommand):
@@ -36,7 +36,7 @@ class Command(BaseCommand):
             f"  curl -s {fake.address}/_fake/orders\n"
             f"  curl -s -X POST {fake.address}/_fake/feed -d '{{\"action\": \"drop\"}}'"
             "   (feed actions: normal stall refuse drop malformed)\n"
-            f"  behaviours: ACCEPT REJECT REJECT_LATER CANCEL PARTIAL TIMEOUT HTTP_500 GARBAGE EXPIRE_SESSION\n")
+            f"  behaviours: {' '.join(b.value for b in Behaviour)}\n")
 
         def stop(signum, frame):
             raise KeyboardInterrupt
