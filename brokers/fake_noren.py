@@ -23,6 +23,7 @@ import json
 import random
 import secrets
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -341,7 +342,7 @@ class FakeNoren:
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._sequence = 0
-        self.server = ThreadingHTTPServer((host, port), _handler_for(self))
+        self.server = _QuietServer((host, port), _handler_for(self))
         self.server.daemon_threads = True
         self._thread: threading.Thread | None = None
         self.feed = FakeFeed(self, host, feed_port)
@@ -795,6 +796,13 @@ class FakeNoren:
         except (KeyError, TypeError, ValueError) as exc:
             return 400, "text/plain", f"bad control request: {exc}"
         return self._json({"ok": True})
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        """A client that went away (a worker killed mid-request, say) is no error of ours."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _handler_for(fake: FakeNoren):

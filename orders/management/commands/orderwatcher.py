@@ -33,21 +33,24 @@ class Command(BaseCommand):
         total = 0
         # One run holds the lease for the whole time (renewed every pass); if another watcher
         # holds it, or takes it over, wait for it (or exit with --no-wait).
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                passes = run_watcher(owner, remaining)
-            except Exception:  # noqa: BLE001 - the database went away while taking the lease
-                if no_wait:
-                    raise
-                # Keep waiting for it rather than exit: under `up`, one child that exits stops all.
-                log.exception("watcher %s could not take the lease; retrying", owner)
-                close_old_connections()
-                passes = None
-            total += passes or 0
-            if passes is None:
-                if no_wait:
-                    self.stdout.write("another watcher holds the lease; exiting")
-                    break
-                time.sleep(min(settings.WATCHER_INTERVAL_S, max(deadline - time.monotonic(), 0)))
+        try:
+            while (remaining := deadline - time.monotonic()) > 0:
+                try:
+                    passes = run_watcher(owner, remaining)
+                except Exception:  # noqa: BLE001 - the database went away while taking the lease
+                    if no_wait:
+                        raise
+                    # Keep waiting for it rather than exit: under `up`, one child that exits stops all.
+                    log.exception("watcher %s could not take the lease; retrying", owner)
+                    close_old_connections()
+                    passes = None
+                total += passes or 0
+                if passes is None:
+                    if no_wait:
+                        self.stdout.write("another watcher holds the lease; exiting")
+                        break
+                    time.sleep(min(settings.WATCHER_INTERVAL_S, max(deadline - time.monotonic(), 0)))
+        except KeyboardInterrupt:  # Ctrl-C in the foreground: a clean stop, not a traceback
+            pass
         stop_listening.set()
         self.stdout.write(f"passes={total}")
