@@ -110,7 +110,7 @@ class Run:
 
     def submit_all(self) -> list[str]:
         from orders.models import Alert, Order, Strategy
-        from orders.lifecycle import record_created
+        from orders.lifecycle import register
         from orders.submission import submit_order
 
         strategy, _ = Strategy.objects.get_or_create(name="bench")
@@ -118,10 +118,9 @@ class Run:
                                      actor="bench", payload={})
         ids = []
         for leg in range(1, self.args.orders + 1):
-            order = Order.objects.create(alert=alert, leg=leg, strategy=strategy, source="webhook",
-                                         execution_type="ENTRY", exchange="NSE", symbol="RELIANCE-EQ", side="BUY",
-                                         qty=1, order_type="MARKET", product="MIS")
-            record_created([order], "bench")
+            [order] = register([Order(alert=alert, leg=leg, strategy=strategy, source="webhook",
+                                      execution_type="ENTRY", exchange="NSE", symbol="RELIANCE-EQ", side="BUY",
+                                      qty=1, order_type="MARKET", product="MIS")], "bench")
             assert submit_order(order.command_id) == "accepted"
             ids.append(order.command_id)
             time.sleep(self.args.spacing)

@@ -388,7 +388,7 @@ def breakdown(caller, k: int):
     patch(services, "_register", "services._register: own Python")
     patch(services, "evaluate", "blockers.evaluate")
     patch(services, "enqueue_submissions", "enqueue_submissions/async_task: own Python")
-    patch(lifecycle, "record_created", "lifecycle.record_created: own Python + log line")
+    patch(lifecycle, "register", "lifecycle.register: own Python, hashes + log line")
     patch(QuerySet, "create", lambda a: f"ORM {a[0].model.__name__}.objects.create")
     patch(QuerySet, "bulk_create", lambda a: f"ORM {a[0].model.__name__}.objects.bulk_create")
     patch(q_tasks, "get_broker", "django_q get_broker")

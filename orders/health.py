@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from . import feedstate
 from .leases import holder_is_gone
-from .models import Order, Status, WatcherLease
+from .models import AuditCheck, Order, Status, WatcherLease
 from .watcher import LEASE_NAME
 
 OK, DEGRADED, DOWN = "ok", "degraded", "down"
@@ -106,6 +106,15 @@ def funds_state(now) -> dict:
             "taken_at": _iso(row["taken_at"]), "age_s": round((now - row["taken_at"]).total_seconds(), 1)}
 
 
+def audit_state() -> dict:
+    """The last verify_audit run (manage.py verify_audit, or its nightly schedule)."""
+    check = AuditCheck.objects.values("ran_at", "orders", "positions", "mismatches").first()
+    if check is None:
+        return {"checked": False}
+    return {"checked": True, "ran_at": _iso(check["ran_at"]), "orders": check["orders"],
+            "positions": check["positions"], "mismatches": check["mismatches"], "ok": check["mismatches"] == 0}
+
+
 def broker_state() -> dict:
     from brokers.registry import known
 
@@ -119,8 +128,10 @@ def broker_state() -> dict:
 
 # --- the verdict --------------------------------------------------------------------------
 
-def _reasons(queue: dict, watcher: dict, broker: dict, feed: dict) -> list[str]:
+def _reasons(queue: dict, watcher: dict, broker: dict, feed: dict, audit: dict) -> list[str]:
     reasons = []
+    if audit.get("mismatches"):
+        reasons.append(f"verify_audit found {audit['mismatches']} mismatch(es) at {audit['ran_at']}")
     age, stale = watcher["last_pass_age_s"], watcher["stale_after_s"]
     if watcher["holder"] is None and (age is None or age > stale):
         # No holder right after a recent pass is a hand-over between watcher slices.
@@ -150,13 +161,14 @@ def health_report() -> HealthReport:
         broker = broker_state()
         feed = feedstate.state(now)
         funds = funds_state(now)
+        audit = audit_state()
     except DatabaseError as exc:
         # The class name only: a driver's message can carry the host, user or database name.
         return HealthReport(DOWN, {"database": {"reachable": False, "vendor": connection.vendor,
                                                 "error": type(exc).__name__},
                                    "reasons": ["database unreachable"]})
-    reasons = _reasons(queue, watcher, broker, feed)
+    reasons = _reasons(queue, watcher, broker, feed, audit)
     return HealthReport(DEGRADED if reasons else OK, {
         "reasons": reasons, "database": database, "queue": queue, "watcher": watcher, "broker": broker, "feed": feed,
-        "funds": funds, "checked_at": now.isoformat(),
+        "funds": funds, "audit": audit, "checked_at": now.isoformat(),
     })

@@ -12,7 +12,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import events
+from . import audit, events
 from .models import TERMINAL_STATUSES, EventKind, Order, OrderEvent, Status, tag_parts
 from .positions import apply_fill
 
@@ -86,6 +86,20 @@ def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes
         # The position takes the fill increment from this copy's filled_qty: a stale copy must lose.
         extra_filter = dict(extra_filter, filled_qty=order.filled_qty)
     with transaction.atomic():
+        # The row's audit head and broker-facing state, locked until the commit: the event
+        # links after the last one and records the state as it will be (the caller's copy may
+        # be stale in fields this change leaves alone). SQLite's IMMEDIATE transactions
+        # already admit one writer at a time.
+        current = (Order.objects.select_for_update().filter(pk=order.pk)
+                   .values_list("audit_head", "tag", "broker_order_id", "filled_qty").first())
+        if current is None:
+            return False
+        head, tag_now, broker_id_now, filled_now = current
+        event = OrderEvent(order=order, kind=kind, from_status=order.status, to_status=to,
+                           tag=update.get("tag", tag_now), actor=actor, detail=detail, at=now,
+                           broker_order_id=update.get("broker_order_id", broker_id_now),
+                           filled_qty=update.get("filled_qty", filled_now))
+        update["audit_head"] = audit.seal(event, order.command_id, head)
         # Compare-and-set on what the caller's decision rests on: the status and the broker id
         # (a stale copy without an id must not fail an order a worker has since given one).
         won = Order.objects.filter(when or Q(), pk=order.pk, status=order.status,
@@ -95,18 +109,9 @@ def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes
             return False
         if "filled_qty" in changes:
             apply_fill(order, changes["filled_qty"], changes.get("avg_price", order.avg_price), fill_id or None)
-        event = OrderEvent.objects.create(
-            order=order,
-            kind=kind,
-            from_status=order.status,
-            to_status=to,
-            tag=update.get("tag", order.tag),
-            actor=actor,
-            detail=detail,
-            at=now,
-        )
+        event.save()
         line = ("order %s %s %s->%s tag=%r actor=%s %s",
-                order.command_id, kind, order.status, to, update.get("tag", order.tag), actor, detail)
+                order.command_id, kind, order.status, to, event.tag, actor, detail)
         for field, value in update.items():
             setattr(order, field, value)
         # Heard (logged, notified) only if the transaction commits: an intake rolled back
@@ -158,23 +163,37 @@ def annotate(order: Order, *, kind: str, actor: str, tag: str | None = None, det
                   fill_id=fill_id)
 
 
-def record_created(orders: list[Order], actor: str, notes: list[str] | None = None) -> None:
-    """The creation rows for freshly registered orders (one bulk insert); `notes`, one per
-    order, say how its quantity came about (lots, a slice)."""
+def register(orders: list[Order], actor: str, notes: list[str] | None = None) -> list[Order]:
+    """Insert freshly built orders and their creation rows (one bulk insert each); `notes`,
+    one per order, say how its quantity came about (lots, a slice). Each creation row's hash
+    covers the order's immutable details and becomes the order's audit head."""
     notes = notes or [""] * len(orders)
-    OrderEvent.objects.bulk_create(
-        OrderEvent(order=o, kind=EventKind.CREATED, from_status="", to_status=Status.CREATED,
-                   tag=o.tag, actor=actor, at=o.created_at, detail=note)
-        for o, note in zip(orders, notes, strict=True)
-    )
+    created = []
+    for o, note in zip(orders, notes, strict=True):
+        event = OrderEvent(kind=EventKind.CREATED, from_status="", to_status=Status.CREATED, tag=o.tag, actor=actor,
+                           at=o.created_at, detail=note, broker_order_id=None, filled_qty=0)
+        o.audit_head = audit.seal(event, o.command_id, "", o)
+        created.append(event)
+    orders = Order.objects.bulk_create(orders)
+    for o, event in zip(orders, created, strict=True):
+        event.order = o
+    OrderEvent.objects.bulk_create(created)
     for o in orders:
         log.info("order %s CREATED leg=%s%s %s %s %s actor=%s", o.command_id, o.leg,
                  f" slice={o.slice}" if o.slice > 1 else "", o.side, o.qty, o.symbol, actor)
+    return orders
 
 
 def record_conflict(order: Order, actor: str, detail: str) -> None:
     """A pass that lost a race or met an impossible broker report leaves a trace, no change."""
-    current = Order.objects.filter(pk=order.pk).values_list("status", flat=True).first() or order.status
-    OrderEvent.objects.create(order=order, kind=EventKind.CONFLICT, from_status=current, to_status=current,
-                              tag=order.tag, actor=actor, detail=detail[:2000])
+    with transaction.atomic():
+        current = (Order.objects.select_for_update().filter(pk=order.pk)
+                   .values_list("status", "tag", "broker_order_id", "filled_qty", "audit_head").first())
+        if current is None:
+            return
+        status, tag, broker_order_id, filled_qty, head = current
+        event = OrderEvent(order=order, kind=EventKind.CONFLICT, from_status=status, to_status=status, tag=tag,
+                           actor=actor, detail=detail[:2000], broker_order_id=broker_order_id, filled_qty=filled_qty)
+        Order.objects.filter(pk=order.pk).update(audit_head=audit.seal(event, order.command_id, head))
+        event.save()
     log.warning("order %s conflict (%s): %s", order.command_id, actor, detail)

@@ -298,6 +298,8 @@ class Order(models.Model):
     working_trigger_price = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(default=timezone.now)
+    audit_head = models.CharField(max_length=64, blank=True, editable=False,
+                                  help_text="the hash of its last audit event (orders.audit)")
 
     class Meta:
         permissions = [("cancel_order", "Can cancel an order"), ("modify_order", "Can modify an open order"),
@@ -358,12 +360,36 @@ class OrderEvent(models.Model):
     actor = models.CharField(max_length=64)
     detail = models.TextField(blank=True)
     at = models.DateTimeField(default=timezone.now)
+    # The order's broker-facing state after this event, for orders.audit's recomputation.
+    broker_order_id = models.CharField(max_length=64, null=True, blank=True)
+    filled_qty = models.PositiveIntegerField(null=True, blank=True)
+    # The chain (orders.audit): this event's digest, and the previous event's of the same order.
+    prev_hash = models.CharField(max_length=64, blank=True)
+    hash = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["id"]
 
     def __str__(self):
         return f"{self.kind} {self.from_status or '-'}->{self.to_status}"
+
+
+class AuditCheck(models.Model):
+    """One run of `manage.py verify_audit` (or its nightly schedule) and what it found."""
+
+    ran_at = models.DateTimeField(default=timezone.now, db_index=True)
+    since = models.DateTimeField(null=True, blank=True)
+    orders = models.PositiveIntegerField(default=0)
+    positions = models.PositiveIntegerField(default=0)
+    mismatches = models.PositiveIntegerField(default=0)
+    report = models.TextField(blank=True, help_text="the first mismatches, one a line")
+
+    class Meta:
+        ordering = ["-ran_at"]
+
+    @property
+    def ok(self) -> bool:
+        return self.mismatches == 0
 
 
 class Fill(models.Model):

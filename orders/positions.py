@@ -52,6 +52,9 @@ def apply_fill(order: Order, filled_qty: int, avg_price: Decimal | None, broker_
     if increment is None:
         return
     qty, price = increment
+    # The price as the ledger stores it, in the position too: replaying the fills
+    # (orders.audit) then gives the position to the last digit.
+    price = price.quantize(AVG_QUANTUM)
     if connection.vendor == "postgresql":
         # One strategy's fills are written one at a time, so their ids commit in order: the
         # risk limits keep a strategy's fill figures until its newest fill id changes
@@ -66,7 +69,7 @@ def apply_fill(order: Order, filled_qty: int, avg_price: Decimal | None, broker_
     now = timezone.now()
     Position.objects.filter(pk=position.pk).update(
         net_qty=book.net_qty, avg_price=book.avg_price, realized_pnl=book.realized_pnl, updated_at=now)
-    Fill.objects.create(order=order, strategy_id=order.strategy_id, qty=qty, price=price.quantize(AVG_QUANTUM),
+    Fill.objects.create(order=order, strategy_id=order.strategy_id, qty=qty, price=price,
                         cum_qty=filled_qty, realized_pnl=book.realized_pnl - Decimal(position.realized_pnl),
                         execution_type=order.execution_type, broker_fill_id=broker_fill_id, at=now)
     log.info("position %s %s:%s %s %+d -> %+d", order.strategy_id, order.exchange, order.symbol, order.product,

@@ -117,7 +117,7 @@ def _register(strategy, request, source, actor, payload, sender_ip, explain: boo
         planned = legs.plan(strategy, request, specs, source)
         computed = resolved.notes if resolved else {}
         notes = ["; ".join(n for n in (computed.get(part.leg.leg, ""), part.note) if n) for part in planned]
-        orders = Order.objects.bulk_create(
+        orders = lifecycle.register([
             Order(
                 alert=alert,
                 leg=part.leg.leg,
@@ -137,7 +137,7 @@ def _register(strategy, request, source, actor, payload, sender_ip, explain: boo
                 updated_at=now,
             )
             for part in planned
-        )
+        ], actor, notes=notes)
         ctx = IntakeContext(strategy, alert, orders, explain=explain, now=now, instruments=specs,
                             targeted=frozenset(computed))
         at_target = "; ".join(f"leg {leg}: {note}" for leg, note in computed.items()
@@ -147,7 +147,6 @@ def _register(strategy, request, source, actor, payload, sender_ip, explain: boo
             raise _Explained([LegExplanation(o.leg, [c for c in ctx.checks if (c.leg, c.slice) == (o.leg, o.slice)],
                                              blocked[o.leg].tag if o.leg in blocked else "", o.slice, o.qty,
                                              note) for o, note in zip(orders, notes, strict=True)], at_target)
-        lifecycle.record_created(orders, actor, notes=notes)
         blocked = evaluate(ctx, get_blockers())
         for order in orders:
             if order.leg in blocked:

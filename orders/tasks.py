@@ -3,7 +3,7 @@
 from django.conf import settings
 from django_q.conf import Conf
 
-from . import cancels, modifications, notify, squareoff, submission, watcher
+from . import audit, cancels, modifications, notify, squareoff, submission, watcher
 from .queue import enqueue_watcher
 
 
@@ -22,6 +22,16 @@ def modify_order(modification_id: int) -> str:
 def run_squareoffs() -> str:
     """A strategy's daily schedule at its squareoff_time: the backstop of the watcher's check."""
     return f"{len(squareoff.run_due())} exits registered"
+
+
+def verify_audit() -> str:
+    """The nightly check of the audit trail; a mismatch is told on Telegram (URGENT)."""
+    result, check = audit.run_and_record()
+    if not result.ok:
+        notify.queue(f"🧾 AUDIT: verify_audit found {check.mismatches} mismatch(es) in {check.orders} orders and "
+                     f"{check.positions} positions, e.g.\n" + "\n".join(result.mismatches[:5]), notify.URGENT,
+                     code="AUDIT_MISMATCH")
+    return f"{check.orders} orders, {check.positions} positions, {check.mismatches} mismatches"
 
 
 def watcher_slice_seconds() -> float:

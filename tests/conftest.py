@@ -345,3 +345,39 @@ def private_postgres():
         yield server
     finally:
         server.remove()
+
+
+# --- every test's orders stay verifiable (orders.audit) -------------------------------------
+
+DB_FIXTURES = {"db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback"}
+
+
+def _verifiable():
+    """The registered orders (with a creation row; factories' bare orders have none) and the
+    positions made only from their fills."""
+    from orders.models import EventKind, Fill, Order, Position
+
+    registered = Order.objects.filter(events__kind=EventKind.CREATED)
+    keys = {}
+    for strategy, exchange, symbol, product, has_trail in Fill.objects.values_list(
+            "strategy_id", "order__exchange", "order__symbol", "order__product", "order__audit_head"):
+        key = (strategy, exchange, symbol, product)
+        keys[key] = keys.get(key, True) and bool(has_trail)
+    positions = [p for p in Position.objects.all() if keys.get((p.strategy_id, p.exchange, p.symbol, p.product))]
+    return registered, positions
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """After each test that passed and used the database: what it left must verify, as
+    `manage.py verify_audit` would check it (tests that build rows by hand, or tamper on
+    purpose, are marked no_audit_check)."""
+    result = yield
+    if item.get_closest_marker("no_audit_check") or not (DB_FIXTURES & set(getattr(item, "fixturenames", ()))):
+        return result
+    from orders import audit
+
+    orders, positions = _verifiable()
+    checked = audit.verify(orders=orders, positions=positions)
+    assert checked.ok, "the audit trail does not verify after this test:\n" + "\n".join(checked.mismatches[:20])
+    return result

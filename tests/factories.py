@@ -34,8 +34,8 @@ class AlertFactory(factory.django.DjangoModelFactory):
 
 
 class OrderFactory(factory.django.DjangoModelFactory):
-    """Registers an order directly (status CREATED unless given): tests that need other
-    states should normally walk there through orders.lifecycle."""
+    """Registers an order directly (status CREATED unless given), without an audit trail:
+    tests that need other states should normally walk there through orders.lifecycle."""
 
     class Meta:
         model = Order
@@ -53,3 +53,14 @@ class OrderFactory(factory.django.DjangoModelFactory):
     product = "MIS"
     created_at = factory.LazyFunction(timezone.now)
     updated_at = factory.SelfAttribute("created_at")
+
+
+class RegisteredOrderFactory(OrderFactory):
+    """An order registered as the intake registers one: with its creation audit row (and the
+    chain's first hash), so orders.audit can verify all that follows."""
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        from orders import lifecycle
+
+        return lifecycle.register([model_class(*args, **kwargs)], "webhook")[0]

@@ -5,28 +5,22 @@ from django.contrib.admin.models import LogEntry
 
 from orders import lifecycle
 from orders.models import EventKind, Order, OrderEvent, Status, Strategy, secret_digest
-from tests.factories import OrderFactory
+from tests.factories import RegisteredOrderFactory
 
 pytestmark = pytest.mark.django_db
 
 ORDERS = "/admin/orders/order/"
 
 
-def register(**fields):
-    order = OrderFactory(**fields)
-    lifecycle.record_created([order], "webhook")
-    return order
-
-
 @pytest.fixture
 def orders():
     """An accepted order with a broker id, a guard-blocked one and a broker-rejected one."""
-    sent = register(symbol="SBIN-EQ")
+    sent = RegisteredOrderFactory(symbol="SBIN-EQ")
     lifecycle.move(sent, Status.SENT_TO_BROKER, actor="worker")
     lifecycle.annotate(sent, kind=EventKind.BROKER_ACCEPTED, actor="worker", broker_order_id="24112600001")
-    blocked = register(symbol="INFY-EQ")
+    blocked = RegisteredOrderFactory(symbol="INFY-EQ")
     lifecycle.move(blocked, Status.FAILED, actor="guard", tag="GUARD_BLOCKED:STRATEGY_DISABLED", kind=EventKind.BLOCKED)
-    rejected = register(symbol="INFY-EQ")
+    rejected = RegisteredOrderFactory(symbol="INFY-EQ")
     lifecycle.move(rejected, Status.SENT_TO_BROKER, actor="worker")
     lifecycle.move(rejected, Status.FAILED, actor="worker", tag="BROKER_REJECTED:Invalid Trading Symbol",
                    kind=EventKind.BROKER_REJECTED)
@@ -60,7 +54,7 @@ def test_changelist_filters_and_search(admin_client, orders, query, expected):
 
 
 def test_every_failure_tag_the_pipeline_writes_has_its_tag_filter(admin_client, orders):
-    session = register(symbol="TCS-EQ")
+    session = RegisteredOrderFactory(symbol="TCS-EQ")
     lifecycle.move(session, Status.SENT_TO_BROKER, actor="worker")
     lifecycle.move(session, Status.FAILED, actor="worker", tag="BROKER_SESSION:Shoonya session expired",
                    kind=EventKind.BROKER_REJECTED)
@@ -146,6 +140,7 @@ def test_editing_a_strategy_keeps_its_secret(admin_client, strategy):
     assert admin_client.post(f"/admin/orders/strategy/{strategy.pk}/delete/", {"post": "yes"}).status_code == 403
 
 
+@pytest.mark.no_audit_check  # the times are set by hand
 def test_times_render_in_ist_to_the_second_and_the_trail_to_the_millisecond(admin_client, orders):
     from datetime import UTC, datetime
 
@@ -188,7 +183,7 @@ def test_the_changelist_query_count_does_not_grow_with_the_rows(admin_client, or
     counts = []
     for extra in (0, 30):
         for i in range(extra):
-            register(symbol=f"X{i}-EQ")
+            RegisteredOrderFactory(symbol=f"X{i}-EQ")
         with CaptureQueriesContext(connection) as captured:
             assert admin_client.get(ORDERS, {"status__exact": "CREATED"}).status_code == 200
         counts.append(len(captured.captured_queries))

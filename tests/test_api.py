@@ -9,7 +9,12 @@ from rest_framework.authtoken.models import Token
 
 from orders import lifecycle
 from orders.models import EventKind, Status
-from tests.factories import AlertFactory, OrderFactory, StrategyFactory
+from tests.factories import (
+    AlertFactory,
+    OrderFactory,
+    RegisteredOrderFactory,
+    StrategyFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -31,14 +36,8 @@ def api(client, user):
     return client
 
 
-def register(**fields):
-    order = OrderFactory(**fields)
-    lifecycle.record_created([order], "webhook")
-    return order
-
-
 def executed(**fields):
-    order = register(**fields)
+    order = RegisteredOrderFactory(**fields)
     lifecycle.move(order, Status.SENT_TO_BROKER, actor="worker")
     lifecycle.annotate(order, kind=EventKind.BROKER_ACCEPTED, actor="worker", broker_order_id="B-1")
     lifecycle.move(order, Status.EXECUTED, actor="watcher", filled_qty=order.qty, avg_price=Decimal("2950.05"))
@@ -46,7 +45,7 @@ def executed(**fields):
 
 
 def failed(**fields):
-    order = register(**fields)
+    order = RegisteredOrderFactory(**fields)
     lifecycle.move(order, Status.FAILED, actor="guard", tag="GUARD_BLOCKED:STRATEGY_DISABLED", kind=EventKind.BLOCKED)
     return order
 
@@ -64,19 +63,19 @@ def test_anonymous_is_refused(client, url):
 
 
 def test_token_auth(client, user):
-    order = register()
+    order = RegisteredOrderFactory()
     token = Token.objects.create(user=user)
     assert command_ids(client.get(LIST, headers={"authorization": f"Token {token.key}"})) == {order.command_id}
     assert client.get(LIST, headers={"authorization": "Token not-a-token"}).status_code == 401
 
 
 def test_session_auth(api):
-    order = register()
+    order = RegisteredOrderFactory()
     assert command_ids(api.get(LIST)) == {order.command_id}
 
 
 def test_read_only(api):
-    order = register()
+    order = RegisteredOrderFactory()
     assert api.post(LIST, {}).status_code == 405
     assert api.delete(detail_url(order)).status_code == 405
     assert api.patch(detail_url(order), {"status": "FAILED"}, content_type="application/json").status_code == 405
@@ -86,7 +85,7 @@ def test_filters(api):
     alpha, beta = StrategyFactory(name="alpha"), StrategyFactory(name="beta")
     done = executed(alert=AlertFactory(strategy=alpha), symbol="SBIN-EQ")
     blocked = failed(alert=AlertFactory(strategy=beta), symbol="SBIN-EQ")
-    new = register(alert=AlertFactory(strategy=alpha), symbol="INFY-EQ")
+    new = RegisteredOrderFactory(alert=AlertFactory(strategy=alpha), symbol="INFY-EQ")
 
     assert command_ids(api.get(LIST)) == {done.command_id, blocked.command_id, new.command_id}
     assert command_ids(api.get(LIST, {"status": "FAILED"})) == {blocked.command_id}
@@ -141,13 +140,13 @@ def test_detail_of_a_failed_order_carries_its_tag(api):
 
 
 def test_unknown_command_id_is_404(api):
-    register()
+    RegisteredOrderFactory()
     assert api.get("/api/orders/no-such-order/").status_code == 404
 
 
 @pytest.mark.parametrize("path", ["%00", "a%00b", "%C3%A9t%C3%A9", "x%20y"])
 def test_a_command_id_that_cannot_exist_is_404_not_500(api, path):
-    register()
+    RegisteredOrderFactory()
     assert api.get(f"/api/orders/{path}/").status_code == 404
 
 
@@ -159,11 +158,11 @@ def test_tag_family_and_code_are_set_by_the_lifecycle_and_filter_the_list(api):
     assert tag_parts("GUARD_BLOCKED:BATCH leg 1: RISK_BLOCKED:QTY_LIMIT qty 9 > 5") == ("GUARD_BLOCKED", "BATCH")
     assert tag_parts("BROKER_REJECTED:RED:Margin Shortfall") == ("BROKER_REJECTED", "")
     assert tag_parts("") == ("", "")
-    duplicate = register(symbol="SBIN-EQ")
+    duplicate = RegisteredOrderFactory(symbol="SBIN-EQ")
     lifecycle.move(duplicate, Status.FAILED, actor="guard", tag="GUARD_BLOCKED:DUPLICATE_POSITION")
-    no_position = register(symbol="SBIN-EQ")
+    no_position = RegisteredOrderFactory(symbol="SBIN-EQ")
     lifecycle.move(no_position, Status.FAILED, actor="guard", tag="GUARD_BLOCKED:NO_POSITION")
-    rejected = register(symbol="INFY-EQ")
+    rejected = RegisteredOrderFactory(symbol="INFY-EQ")
     lifecycle.move(rejected, Status.SENT_TO_BROKER, actor="worker")
     lifecycle.move(rejected, Status.FAILED, actor="worker", tag="BROKER_REJECTED:Invalid Trading Symbol")
     duplicate.refresh_from_db()
@@ -176,17 +175,18 @@ def test_tag_family_and_code_are_set_by_the_lifecycle_and_filter_the_list(api):
     assert (row["tag_family"], row["tag_code"]) == ("BROKER_REJECTED", "")
 
 
+@pytest.mark.no_audit_check  # a hostile tag is written by hand
 def test_csv_export_streams_every_matching_order_with_formula_cells_neutralised(api, admin_client):
     import csv as csvlib
     import io
 
     alpha = StrategyFactory(name="alpha")
-    rows = [register(alert=AlertFactory(strategy=alpha), symbol=f"S{i}-EQ") for i in range(60)]  # > one page
+    rows = [RegisteredOrderFactory(alert=AlertFactory(strategy=alpha), symbol=f"S{i}-EQ") for i in range(60)]  # > one page
     hostile = failed(alert=AlertFactory(strategy=alpha), symbol="SBIN-EQ")
     from orders.models import Order
 
     Order.objects.filter(pk=hostile.pk).update(tag="=cmd|' /C calc'!A0")  # as if a broker had sent it
-    other = register(alert=AlertFactory(strategy=StrategyFactory(name="beta")), symbol="INFY-EQ")
+    other = RegisteredOrderFactory(alert=AlertFactory(strategy=StrategyFactory(name="beta")), symbol="INFY-EQ")
     response = api.get(LIST, {"format": "csv", "strategy": "alpha"})
     assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
     assert response.streaming

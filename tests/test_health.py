@@ -20,9 +20,16 @@ from brokers import shoonya_session
 from orders import lifecycle
 from orders.health import watcher_stale_after_s
 from orders.models import Status, WatcherLease
-from orders.watcher import (LEASE_NAME, OrderWatcher, acquire_lease, new_owner, release_lease, renew_lease,
-                            run_watcher)
-from tests.factories import TEST_SECRET, OrderFactory
+from orders.watcher import (
+    LEASE_NAME,
+    OrderWatcher,
+    acquire_lease,
+    new_owner,
+    release_lease,
+    renew_lease,
+    run_watcher,
+)
+from tests.factories import TEST_SECRET, OrderFactory, RegisteredOrderFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -113,23 +120,17 @@ def test_a_wrong_token_is_refused_as_everywhere_in_the_api(client, watcher_alive
 
 def test_a_handful_of_queries(api, watcher_alive, django_assert_num_queries):
     OrderFactory.create_batch(3)
-    # round trip, CREATED aggregate, lease, the feed's state and lease, the funds
-    with django_assert_num_queries(6):
+    # round trip, CREATED aggregate, lease, the feed's state and lease, the funds, the last audit check
+    with django_assert_num_queries(7):
         health(Client())
-    with django_assert_num_queries(7):  # + the token
+    with django_assert_num_queries(8):  # + the token
         health(api)
 
 
 # --- the queue ------------------------------------------------------------------------------
 
-def register(**fields):
-    order = OrderFactory(**fields)
-    lifecycle.record_created([order], "webhook")
-    return order
-
-
 def test_fresh_created_orders_are_not_a_problem(api, watcher_alive):
-    register()
+    RegisteredOrderFactory()
     body = health(api)
     assert body["status"] == "ok"
     assert body["queue"]["created"] == 1 and body["queue"]["oldest_created_age_s"] < 5
@@ -137,9 +138,9 @@ def test_fresh_created_orders_are_not_a_problem(api, watcher_alive):
 
 def test_a_created_order_waiting_past_the_threshold_degrades(api, watcher_alive):
     now = timezone.now()
-    register(created_at=now - timedelta(seconds=25))
-    register()
-    old_but_done = register(created_at=now - timedelta(hours=1))
+    RegisteredOrderFactory(created_at=now - timedelta(seconds=25))
+    RegisteredOrderFactory()
+    old_but_done = RegisteredOrderFactory(created_at=now - timedelta(hours=1))
     lifecycle.move(old_but_done, Status.FAILED, actor="guard", tag="GUARD_BLOCKED:STRATEGY_DISABLED")
     body = health(api)
     assert body["status"] == "degraded"
@@ -310,7 +311,7 @@ def test_a_session_of_another_user_is_missing(api, shoonya, settings):
 
 def test_a_shoonya_report_is_still_a_handful_of_queries(client, shoonya, django_assert_num_queries):
     shoonya_session.store("OAUTH", SESSION_TOKEN)
-    with django_assert_num_queries(7):  # + the session row (without its token)
+    with django_assert_num_queries(8):  # + the session row (without its token)
         assert health(client) == {"status": "ok"}
 
 

@@ -203,10 +203,10 @@ def test_event_and_update_are_one_transaction(monkeypatch):
     order = order_in(S.CREATED)
     before = db_row(order)
 
-    def boom(**kwargs):
+    def boom(*args, **kwargs):
         raise RuntimeError("audit insert failed")
 
-    monkeypatch.setattr(OrderEvent.objects, "create", boom)
+    monkeypatch.setattr(OrderEvent, "save", boom)
     with pytest.raises(RuntimeError):
         move(order, S.SENT_TO_BROKER, actor="worker")
     assert db_row(order) == before

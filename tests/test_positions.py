@@ -156,7 +156,7 @@ def test_position_and_fill_commit_together(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(OrderEvent.objects, "create", broken)
+    monkeypatch.setattr(OrderEvent, "save", broken)
     with pytest.raises(RuntimeError):
         lifecycle.move(order, Status.EXECUTED, actor="watcher", filled_qty=10, avg_price=D("100"))
     monkeypatch.undo()
