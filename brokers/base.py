@@ -105,6 +105,14 @@ class BookEntry:
     avg_price: Decimal | None = None
     reason: str = ""
     fill_id: str = ""  # a pushed fill report's own id (Noren's flid), for the fills ledger
+    # What the order is, for one we did not send (an external order, placed in the broker's app)
+    exchange: str = ""
+    symbol: str = ""
+    side: str = ""  # BUY / SELL
+    qty: int = 0
+    product: str = ""  # our names: MIS / CNC / NRML
+    order_type: str = ""  # our names: MARKET / LIMIT / SL / SL-M
+    price: Decimal | None = None
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,8 @@ DEFAULT_REJECT_EMSG = "RED:Rejected by risk: order value exceeds limit"
 DEFAULT_LATE_REJECT = "RED:Margin Shortfall:INSUFFICIENT BALANCE"
 DEFAULT_CANCEL_REASON = "Canceled by exchange"
 GARBAGE_BODY = "<html><body><h1>502 Bad Gateway</h1></body></html>"
-HANG_UP_REPLY = (0, "", "")  # the handler closes the connection instead of answering
+HANG_UP_REPLY = (0, "", "")
+PRODUCT_CODES = {"MIS": "I", "CNC": "C", "NRML": "M"}  # the handler closes the connection instead of answering
 BASE_PATH = "/NorenWClientAPI"
 FEED_PATH = "/NorenWSAPI/"
 TICK_S = 0.02  # due orders move on this often even when nobody reads the book (the feed announces them)
@@ -336,6 +337,7 @@ class FakeNoren:
         self.quote_mixups = 0  # this many GetQuotes replies describe another instrument (a known Noren fault)
         self.default_rule = Rule()
         self.mix: list[tuple[Rule, float]] = []  # set_mix
+        self.position_shifts: dict[tuple, int] = {}  # shift_position
         self._random = random.Random(7)  # a soak's misbehaviour is the same from run to run
         self.rules_by_symbol: dict[str, Rule] = {}
         self.rules_by_remarks: dict[str, Rule] = {}
@@ -467,6 +469,33 @@ class FakeNoren:
         """OrderBook stops listing this order, as a lagging book might; SingleOrdHist still has it."""
         with self._lock:
             self.order_for(remarks).hidden = True
+
+    def place_by_hand(self, symbol: str, side: str = "BUY", qty: int = 1, product: str = "MIS",
+                      exchange: str = "NSE", remarks: str = "") -> FakeOrder:
+        """An order the trader placed in the broker's own app, not through orderdesk: at
+        market, it fills after the delay like any other."""
+        a = self.account
+        fields = {"uid": a.user_id, "actid": a.account_id, "exch": exchange, "tsym": symbol, "qty": str(qty),
+                  "prd": PRODUCT_CODES[product], "trantype": "B" if side == "BUY" else "S", "prctyp": "MKT",
+                  "ret": "DAY", "prc": "0", "remarks": remarks}
+        return self._record_order(fields, Rule(), self.last_prices[(exchange, symbol)])
+
+    def fill_late(self, remarks: str, qty: int) -> None:
+        """A fill the exchange reports after the order was CANCELED (the cancel crossed it)."""
+        with self._lock:
+            order = self.order_for(remarks)
+            order.fillshares, order.avgprc = min(order.qty, order.fillshares + qty), order.fill_price
+            row = self._row(order, rpt="Fill")
+            order.history.append(row)
+            message = self.feed.order_message(order, "Fill", row, fill_qty=qty)
+        self.feed.announce([message])
+
+    def shift_position(self, symbol: str, qty: int, product: str = "MIS", exchange: str = "NSE") -> None:
+        """A position the day's order book does not explain (carried over, or an exchange
+        adjustment): PositionBook shows `qty` more of it."""
+        with self._lock:
+            key = (exchange, symbol, PRODUCT_CODES[product])
+            self.position_shifts[key] = self.position_shifts.get(key, 0) + qty
 
     def complete(self, remarks: str) -> None:
         """Fill the rest of an order now (e.g. after a PARTIAL)."""
@@ -741,6 +770,9 @@ class FakeNoren:
                 key = (f["exch"], f["tsym"], f["prd"])
                 signed = o.fillshares if f["trantype"] == "B" else -o.fillshares
                 books[key] = add_fill(*books.get(key, (0, Decimal(0), Decimal(0))), signed, o.avgprc)
+            for key, shift in self.position_shifts.items():
+                qty, avg, rpnl = books.get(key, (0, Decimal(0), Decimal(0)))
+                books[key] = (qty + shift, avg or self.last_prices.get(key[:2], Decimal(0)), rpnl)
             rows = []
             for (exch, tsym, prd), (qty, avg, rpnl) in books.items():
                 lp = self.last_prices.get((exch, tsym), Decimal(0))

@@ -63,7 +63,8 @@ INSTRUMENTS = connection.ops.quote_name(PaperInstrument._meta.db_table)
 
 
 ORDERS = connection.ops.quote_name(PaperOrder._meta.db_table)
-BOOK_COLUMNS = "broker_order_id, client_order_id, status, filled_qty, avg_price, reason, placed_at"
+BOOK_COLUMNS = ("broker_order_id, client_order_id, status, filled_qty, avg_price, reason, exchange, symbol, side, qty,"
+                " product, order_type, price, placed_at")
 FILL_COLUMNS = "id, exchange, symbol, product, side, filled_qty, avg_price"
 PRICE_QUANTUM = Decimal("0.0001")  # PaperOrder's prices have 4 decimal places
 REREAD = timedelta(seconds=5)
@@ -81,10 +82,12 @@ def _utc(moment: datetime) -> datetime:
 
 
 def _book_entry(row: tuple) -> BookEntry:
-    broker_order_id, client_order_id, status, filled_qty, avg_price, reason = row
+    broker_order_id, client_order_id, status, filled_qty, avg_price, reason, *order = row
+    exchange, symbol, side, qty, product, order_type, price = order
     return BookEntry(broker_order_id=broker_order_id, client_order_id=client_order_id,
                      status=normalize_status(status), raw_status=status, filled_qty=filled_qty,
-                     avg_price=_decimal(avg_price), reason=reason)
+                     avg_price=_decimal(avg_price), reason=reason, exchange=exchange, symbol=symbol, side=side,
+                     qty=qty, product=product, order_type=order_type, price=_decimal(price))
 
 
 class PaperBroker(Broker):
@@ -217,7 +220,8 @@ class PaperBroker(Broker):
     @staticmethod
     def _entry(order: PaperOrder) -> BookEntry:
         return _book_entry((order.broker_order_id, order.client_order_id, order.status, order.filled_qty,
-                            order.avg_price, order.reason))
+                            order.avg_price, order.reason, order.exchange, order.symbol, order.side, order.qty,
+                            order.product, order.order_type, order.price))
 
     def order_book(self) -> list[BookEntry]:
         # Each step is its own compare-and-set: no transaction (which on SQLite would take the

@@ -57,6 +57,8 @@ PRODUCTS = {"CNC": "C", "NRML": "M", "MIS": "I"}
 PRODUCT_NAMES = {code: name for name, code in PRODUCTS.items()}
 SIDES = {"BUY": "B", "SELL": "S"}
 PRICE_TYPES = {"MARKET": "MKT", "LIMIT": "LMT", "SL": "SL-LMT", "SL-M": "SL-MKT"}
+ORDER_TYPE_NAMES = {code: name for name, code in PRICE_TYPES.items()}
+SIDE_NAMES = {code: name for name, code in SIDES.items()}
 PRICED = {"LIMIT", "SL"}  # the others go at market: prc "0"
 TRIGGERED = {"SL", "SL-M"}  # trgprc is sent only for these (Noren: "only in case of SL / SL-M")
 UNAUTHORIZED = 401
@@ -132,6 +134,13 @@ def book_entry(row: dict) -> BookEntry | None:
         filled_qty=filled,
         avg_price=_decimal(row.get("avgprc")) if filled else None,  # "0" or absent until a fill
         reason=str(row.get("rejreason") or ""),
+        exchange=str(row.get("exch") or ""),
+        symbol=str(row.get("tsym") or ""),
+        side=SIDE_NAMES.get(str(row.get("trantype") or ""), ""),
+        qty=_int(row.get("qty")),
+        product=PRODUCT_NAMES.get(str(row.get("prd") or ""), str(row.get("prd") or "")),
+        order_type=ORDER_TYPE_NAMES.get(str(row.get("prctyp") or ""), str(row.get("prctyp") or "")),
+        price=_decimal(row.get("prc")) or None,  # "0" at market
     )
 
 

@@ -8,9 +8,10 @@ from django.urls import path
 
 SECTIONS = {
     "Trading": ["orders.order", "orders.orderevent", "orders.alert", "orders.rejectedalert", "orders.position",
-                "orders.fill", "orders.strategy", "orders.notification"],
+                "orders.fill", "orders.externalorder", "orders.strategy", "orders.notification", "orders.auditcheck"],
     "Risk": ["risk.killswitch", "risk.killswitchchange", "risk.risklimits", "risk.risklock", "risk.marketholiday"],
-    "Broker": ["orders.orderfeedstate", "orders.brokerposition", "brokers.brokersession", "brokers.paperinstrument", "brokers.paperorder"],
+    "Broker": ["orders.orderfeedstate", "orders.brokerposition", "orders.positiondifference", "orders.reconciliation",
+               "brokers.brokersession", "brokers.paperinstrument", "brokers.paperorder"],
 }
 SYSTEM = "System"
 
@@ -25,10 +26,10 @@ class DeskAdminSite(admin.AdminSite):
                 *super().get_urls()]
 
     def reconciliation_view(self, request):
+        from orders import reconcile
         from orders.models import BrokerPosition
-        from orders.selectors import reconciliation
 
-        context = {**self.each_context(request), "title": "Reconciliation", "rows": reconciliation(),
+        context = {**self.each_context(request), "title": "Reconciliation", **reconcile.view(),
                    "taken_at": BrokerPosition.objects.aggregate(at=Max("taken_at"))["at"]}
         return TemplateResponse(request, "admin/reconciliation.html", context)
 

@@ -15,9 +15,11 @@ from .models import (
     TAG_FAMILIES,
     TRADINGVIEW_SENDER_IPS,
     Alert,
+    AuditCheck,
     BrokerFunds,
     BrokerPosition,
     EventKind,
+    ExternalOrder,
     Fill,
     Notification,
     Order,
@@ -25,6 +27,8 @@ from .models import (
     OrderFeedState,
     OrderModification,
     Position,
+    PositionDifference,
+    Reconciliation,
     RejectedAlert,
     SquareOff,
     SquareOffDay,
@@ -453,3 +457,35 @@ class TargetFollowUpAdmin(ReadOnlyAdmin):
     def cancel_follow_ups(self, request, queryset):
         cancelled = targets.cancel(queryset, f"admin:{request.user.get_username()}")
         self.message_user(request, f"{cancelled} follow-up entries cancelled", messages.SUCCESS)
+
+
+@admin.register(ExternalOrder)
+class ExternalOrderAdmin(ReadOnlyAdmin):
+    """Orders at the broker that we did not send (placed in the broker's app, say): followed,
+    never touched; their own bucket of the P&L and of the reconciliation."""
+
+    list_display = ["first_seen_at", "broker_order_id", "exchange", "symbol", "side", "qty", "product", "order_type",
+                    "price", "status", "filled_qty", "avg_price", "reason", "updated_at"]
+    list_filter = ["status", "side", "product"]
+    search_fields = ["symbol", "broker_order_id", "client_order_id"]
+
+
+@admin.register(Reconciliation)
+class ReconciliationAdmin(ReadOnlyAdmin):
+    list_display = ["at", "instruments", "differences", "external_orders"]
+
+
+@admin.register(PositionDifference)
+class PositionDifferenceAdmin(ReadOnlyAdmin):
+    list_display = ["first_seen_at", "exchange", "symbol", "product", "broker_qty", "ours_qty", "external_qty",
+                    "difference", "confirmed_at", "last_seen_at", "resolved_at"]
+    list_filter = [("resolved_at", admin.EmptyFieldListFilter)]
+    search_fields = ["symbol"]
+
+
+@admin.register(AuditCheck)
+class AuditCheckAdmin(ReadOnlyAdmin):
+    """Each run of verify_audit (manage.py or the nightly schedule) and the mismatches it found."""
+
+    list_display = ["ran_at", "orders", "positions", "mismatches", "since"]
+    readonly_fields = ["ran_at", "since", "orders", "positions", "mismatches", "report"]

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from . import feedstate
 from .leases import holder_is_gone
-from .models import AuditCheck, Order, Status, WatcherLease
+from .models import AuditCheck, Order, PositionDifference, Reconciliation, Status, WatcherLease
 from .watcher import LEASE_NAME
 
 OK, DEGRADED, DOWN = "ok", "degraded", "down"
@@ -115,6 +115,16 @@ def audit_state() -> dict:
             "positions": check["positions"], "mismatches": check["mismatches"], "ok": check["mismatches"] == 0}
 
 
+def reconciliation_state() -> dict:
+    """The last comparison of the broker's positions with ours and the external orders', and
+    the differences told and not yet resolved."""
+    last = Reconciliation.objects.values_list("at", flat=True).first()
+    open_ = list(PositionDifference.objects.filter(resolved_at__isnull=True, confirmed_at__isnull=False)
+                 .values_list("exchange", "symbol", "product"))
+    return {"last_reconciled_at": _iso(last), "differences": len(open_),
+            "instruments": [":".join(key) for key in open_[:10]]}
+
+
 def broker_state() -> dict:
     from brokers.registry import known
 
@@ -128,8 +138,11 @@ def broker_state() -> dict:
 
 # --- the verdict --------------------------------------------------------------------------
 
-def _reasons(queue: dict, watcher: dict, broker: dict, feed: dict, audit: dict) -> list[str]:
+def _reasons(queue: dict, watcher: dict, broker: dict, feed: dict, audit: dict, reconciliation: dict) -> list[str]:
     reasons = []
+    if reconciliation["differences"]:
+        reasons.append(f"{reconciliation['differences']} position difference(s) with the broker: "
+                       + ", ".join(reconciliation["instruments"]))
     if audit.get("mismatches"):
         reasons.append(f"verify_audit found {audit['mismatches']} mismatch(es) at {audit['ran_at']}")
     age, stale = watcher["last_pass_age_s"], watcher["stale_after_s"]
@@ -162,13 +175,14 @@ def health_report() -> HealthReport:
         feed = feedstate.state(now)
         funds = funds_state(now)
         audit = audit_state()
+        reconciliation = reconciliation_state()
     except DatabaseError as exc:
         # The class name only: a driver's message can carry the host, user or database name.
         return HealthReport(DOWN, {"database": {"reachable": False, "vendor": connection.vendor,
                                                 "error": type(exc).__name__},
                                    "reasons": ["database unreachable"]})
-    reasons = _reasons(queue, watcher, broker, feed, audit)
+    reasons = _reasons(queue, watcher, broker, feed, audit, reconciliation)
     return HealthReport(DEGRADED if reasons else OK, {
         "reasons": reasons, "database": database, "queue": queue, "watcher": watcher, "broker": broker, "feed": feed,
-        "funds": funds, "audit": audit, "checked_at": now.isoformat(),
+        "funds": funds, "audit": audit, "reconciliation": reconciliation, "checked_at": now.isoformat(),
     })

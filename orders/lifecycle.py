@@ -163,6 +163,22 @@ def annotate(order: Order, *, kind: str, actor: str, tag: str | None = None, det
                   fill_id=fill_id)
 
 
+def late_fill(order: Order, *, actor: str, filled_qty: int, avg_price, tag: str | None = None, fill_id: str = "",
+              detail: str = "") -> bool:
+    """A fill the broker reports after the order went FAILED (a cancel that crossed a fill on
+    its way): the fills ledger and the position take it, with a FILL event; the status stays
+    FAILED. False when it is no news (not more than is recorded) or a concurrent writer won."""
+    if order.status != Status.FAILED:
+        raise IllegalTransition(f"order {order.command_id}: a late fill needs FAILED, not {order.status}")
+    if filled_qty <= order.filled_qty:
+        return False
+    changes = {"filled_qty": filled_qty, "avg_price": avg_price}
+    if tag is not None:
+        changes["tag"] = tag
+    return _apply(order, Status.FAILED, kind=EventKind.FILL, actor=actor, detail=detail, changes=changes,
+                  extra_filter={}, fill_id=fill_id)
+
+
 def register(orders: list[Order], actor: str, notes: list[str] | None = None) -> list[Order]:
     """Insert freshly built orders and their creation rows (one bulk insert each); `notes`,
     one per order, say how its quantity came about (lots, a slice). Each creation row's hash

@@ -549,6 +549,79 @@ class BrokerPosition(models.Model):
         return f"{self.exchange}:{self.symbol} {self.product} {self.net_qty:+d}"
 
 
+class ExternalOrder(models.Model):
+    """An order in the broker's book that we did not send (no command id of ours): placed by
+    hand in the broker's app, say. Followed to its end from the book and the push feed, never
+    sent or touched by us, outside every strategy's guard."""
+
+    broker = models.CharField(max_length=32)
+    broker_order_id = models.CharField(max_length=64, unique=True)
+    client_order_id = models.CharField(max_length=64, blank=True, help_text="its remarks at the broker, if any")
+    exchange = models.CharField(max_length=8, blank=True)
+    symbol = models.CharField(max_length=64, blank=True)
+    side = models.CharField(max_length=4, blank=True)
+    qty = models.PositiveIntegerField(default=0)
+    product = models.CharField(max_length=4, blank=True)
+    order_type = models.CharField(max_length=8, blank=True)
+    price = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
+    status = models.CharField(max_length=16, help_text="OPEN, COMPLETE, REJECTED, CANCELLED, EXPIRED or UNKNOWN")
+    raw_status = models.CharField(max_length=32, blank=True, help_text="as the broker spells it")
+    reason = models.CharField(max_length=255, blank=True)
+    filled_qty = models.PositiveIntegerField(default=0)
+    avg_price = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
+    first_seen_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-first_seen_at", "-id"]
+
+    def __str__(self):
+        return f"external {self.broker_order_id} {self.side} {self.qty} {self.symbol} [{self.status}]"
+
+    @property
+    def terminal(self) -> bool:
+        return self.status not in ("OPEN", "UNKNOWN")
+
+
+class Reconciliation(models.Model):
+    """One comparison of the broker's positions with ours plus the external orders'."""
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    instruments = models.PositiveIntegerField(default=0)
+    differences = models.PositiveIntegerField(default=0)
+    external_orders = models.PositiveIntegerField(default=0, help_text="the day's external orders known then")
+
+    class Meta:
+        ordering = ["-at"]
+
+
+class PositionDifference(models.Model):
+    """An instrument whose net quantity at the broker differs from ours plus the external
+    orders'. Told once, when seen on two reconciliations in a row; resolved when they agree."""
+
+    exchange = models.CharField(max_length=8)
+    symbol = models.CharField(max_length=64)
+    product = models.CharField(max_length=4)
+    broker_qty = models.IntegerField()
+    ours_qty = models.IntegerField()
+    external_qty = models.IntegerField()
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    confirmed_at = models.DateTimeField(null=True, blank=True, help_text="seen again: logged and told")
+    resolved_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-first_seen_at"]
+
+    def __str__(self):
+        return f"{self.exchange}:{self.symbol} {self.product}: broker {self.broker_qty:+d}, ours {self.ours_qty:+d}, " \
+               f"external {self.external_qty:+d}"
+
+    @property
+    def difference(self) -> int:
+        return self.broker_qty - self.ours_qty - self.external_qty
+
+
 class BrokerFunds(models.Model):
     """The account's funds as of the watcher's last read of the broker's Limits (one row)."""
 

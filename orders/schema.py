@@ -7,7 +7,8 @@ from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers
 
 from .models import ExecutionType, OrderType, Product, Side, Status
-from .serializers import InstrumentSerializer, OrderDetailSerializer, OrderSerializer
+from .serializers import (ExternalOrderSerializer, InstrumentSerializer, OrderDetailSerializer, OrderSerializer,
+                          ReconciliationSerializer)
 from .validation import EXCHANGES, PRICE_DECIMALS, PRICE_MAX_DIGITS, TEXT_MAX
 
 ERROR_MEANINGS = {
@@ -170,6 +171,20 @@ instrument_list_schema = extend_schema(
     responses={200: InstrumentSerializer(many=True),
                **error_responses(400, *AUTHENTICATED_ERRORS, 404, e400="a filter's value is not valid",
                                  e404="no such page")})
+external_order_list_schema = extend_schema(
+    summary="Orders placed elsewhere",
+    description="Broker orders that carry no command id of ours (placed by hand in the broker's app, say), as the "
+                "watcher follows them from the order book and the push feed; newest first. Never sent, cancelled "
+                "or guarded by orderdesk.",
+    responses={200: ExternalOrderSerializer(many=True),
+               **error_responses(400, *AUTHENTICATED_ERRORS, 404, e400="a filter's value is not valid",
+                                 e404="no such page")})
+reconciliation_schema = extend_schema(
+    summary="The broker's positions against ours and the external orders'",
+    description="Per instrument: the broker's net quantity (its PositionBook at the watcher's last read), ours "
+                "(every strategy's, from our fills) and the day's external orders'; the confirmed differences "
+                "not yet resolved; and the external bucket of the account P&L.",
+    responses={200: ReconciliationSerializer, **error_responses(*AUTHENTICATED_ERRORS)})
 order_detail_schema = extend_schema(
     responses={200: OrderDetailSerializer,
                **error_responses(*AUTHENTICATED_ERRORS, 404, e404="no order with this command_id")})

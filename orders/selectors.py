@@ -1,8 +1,6 @@
-"""Reads for the blotter: positions valued at the broker snapshot's last price, and our
-positions reconciled with the broker's, per instrument."""
+"""Reads for the blotter: positions valued at the broker snapshot's last price, and their
+P&L totals. (Reconciliation with the broker's positions: orders.reconcile.)"""
 
-from collections import defaultdict
-from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db.models import DecimalField, ExpressionWrapper, F, OuterRef, Subquery, Sum
@@ -32,27 +30,3 @@ def position_totals(queryset) -> dict:
             "unrealized": sum((r[2] for r in per_strategy), Decimal(0))}
 
 
-@dataclass(frozen=True)
-class Reconciled:
-    exchange: str
-    symbol: str
-    product: str
-    ours: int
-    broker: int | None  # None: the broker's snapshot does not list it
-
-    @property
-    def matches(self) -> bool:
-        return self.ours == (self.broker or 0)
-
-
-def reconciliation() -> list[Reconciled]:
-    """Per instrument: the sum of our strategies' net quantities against the broker snapshot's."""
-    ours: dict[tuple, int] = defaultdict(int)
-    for exchange, symbol, product, net in Position.objects.exclude(net_qty=0).values_list(
-            "exchange", "symbol", "product", "net_qty"):
-        ours[(exchange, symbol, product)] += net
-    broker = {(e, s, p): n for e, s, p, n in BrokerPosition.objects.values_list("exchange", "symbol", "product",
-                                                                                 "net_qty")}
-    keys = sorted(set(ours) | {k for k, n in broker.items() if n})
-    rows = [Reconciled(*key, ours.get(key, 0), broker.get(key)) for key in keys]
-    return sorted(rows, key=lambda r: (r.matches, r.exchange, r.symbol))  # mismatches first

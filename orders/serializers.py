@@ -2,7 +2,7 @@ from rest_framework import serializers
 
 from brokers.models import Instrument
 
-from .models import EXCHANGE_CODES, Order, OrderEvent
+from .models import EXCHANGE_CODES, ExternalOrder, Order, OrderEvent, PositionDifference
 
 
 def intake_response(result) -> dict:
@@ -98,3 +98,46 @@ class InstrumentSerializer(serializers.ModelSerializer):
         fields = ["exchange", "trading_symbol", "symbol", "instrument_type", "expiry", "strike", "option_type",
                   "lot_size", "tick_size", "freeze_qty", "token"]
         read_only_fields = fields
+
+
+class ExternalOrderSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ExternalOrder
+        fields = ["broker", "broker_order_id", "client_order_id", "exchange", "symbol", "side", "qty", "product",
+                  "order_type", "price", "status", "raw_status", "reason", "filled_qty", "avg_price", "first_seen_at",
+                  "updated_at"]
+        read_only_fields = fields
+
+
+class ReconciledPositionSerializer(serializers.Serializer):
+    exchange = serializers.CharField()
+    symbol = serializers.CharField()
+    product = serializers.CharField()
+    broker_qty = serializers.IntegerField(help_text="net at the broker (its PositionBook, at the watcher's last read)")
+    ours_qty = serializers.IntegerField(help_text="net of every strategy's position, from our fills")
+    external_qty = serializers.IntegerField(help_text="net of the day's external orders")
+    difference = serializers.IntegerField(help_text="broker - ours - external: 0 when they agree")
+
+
+class PositionDifferenceSerializer(serializers.ModelSerializer):
+    difference = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = PositionDifference
+        fields = ["exchange", "symbol", "product", "broker_qty", "ours_qty", "external_qty", "difference",
+                  "first_seen_at", "last_seen_at", "confirmed_at"]
+        read_only_fields = fields
+
+
+class ExternalPnlSerializer(serializers.Serializer):
+    realized = serializers.DecimalField(max_digits=18, decimal_places=4)
+    unrealized = serializers.DecimalField(max_digits=18, decimal_places=4)
+    unpriced = serializers.ListField(child=serializers.CharField(),
+                                     help_text="instruments held without a last price: their unrealized P&L is unknown")
+
+
+class ReconciliationSerializer(serializers.Serializer):
+    last_reconciled_at = serializers.DateTimeField(allow_null=True)
+    positions = ReconciledPositionSerializer(many=True)
+    differences = PositionDifferenceSerializer(many=True, help_text="confirmed and not yet resolved")
+    external_pnl = ExternalPnlSerializer(help_text="the external bucket of the account P&L")

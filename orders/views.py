@@ -12,30 +12,35 @@ from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRen
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from brokers.base import BookStatus
 from brokers.instruments import EXCHANGES as MASTER_EXCHANGES
 from brokers.models import Instrument
 
-from . import cancels, modifications, squareoff
+from . import cancels, modifications, reconcile, squareoff
 from .export import csv_response
-from .models import Order, OrderEvent, Status
+from .models import ExternalOrder, Order, OrderEvent, Status
 from .schema import (
     cancel_all_schema,
     cancel_schema,
     close_positions_schema,
     explain_schema,
+    external_order_list_schema,
     instrument_list_schema,
     modify_schema,
     order_detail_schema,
     order_list_schema,
+    reconciliation_schema,
     token_schema,
     webhook_schema,
 )
 from .serializers import (
     CancelAllSerializer,
     ClosePositionsSerializer,
+    ExternalOrderSerializer,
     InstrumentSerializer,
     OrderDetailSerializer,
     OrderSerializer,
+    ReconciliationSerializer,
     close_response,
 )
 from .validation import validate_modification
@@ -166,6 +171,29 @@ class InstrumentListView(generics.ListAPIView):
     filterset_class = InstrumentFilter
     queryset = Instrument.objects.order_by("exchange", "symbol", "expiry", F("strike").asc(nulls_first=True),
                                            "trading_symbol")
+
+
+class ExternalOrderFilter(filters.FilterSet):
+    status = filters.ChoiceFilter(choices=[(s.value, s.value) for s in BookStatus])
+    symbol = filters.CharFilter(max_length=64)
+    since = filters.IsoDateTimeFilter(field_name="first_seen_at", lookup_expr="gte")
+
+    class Meta:
+        model = ExternalOrder
+        fields = ["status", "symbol", "since"]
+
+
+@extend_schema_view(get=external_order_list_schema)
+class ExternalOrderListView(generics.ListAPIView):
+    serializer_class = ExternalOrderSerializer
+    filterset_class = ExternalOrderFilter
+    queryset = ExternalOrder.objects.order_by("-first_seen_at", "-id")
+
+
+class ReconciliationView(APIView):
+    @reconciliation_schema
+    def get(self, request):
+        return Response(ReconciliationSerializer(reconcile.view()).data)
 
 
 def needs_permission(perm: str, what: str) -> type[permissions.BasePermission]:

@@ -7,20 +7,23 @@ processes can try to run it and exactly one does.
 
 import logging
 import math
+import re
 import time
 from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from brokers.base import BookEntry, BookStatus
 from brokers.registry import get_broker
 
-from . import feedstate, leases, lifecycle, notify, protection, squareoff, targets
+from . import external, feedstate, leases, lifecycle, notify, protection, reconcile, squareoff, targets
 from .leases import new_owner  # noqa: F401 - the owner names of watcher runs are made here too
-from .models import TERMINAL_STATUSES, BrokerFunds, BrokerPosition, EventKind, Order, OrderEvent, Status
+from .models import (TERMINAL_STATUSES, BrokerFunds, BrokerPosition, EventKind, Order, OrderEvent, Reconciliation,
+                     Status)
 from .queue import enqueue_submissions, tasks_waiting
 from .services import prune_rejected_alerts
 from .tradingday import trading_day_start
@@ -66,6 +69,15 @@ def checkpoint_sqlite_wal() -> None:
 
 def _fill_suffix(entry: BookEntry, order: Order) -> str:
     return f"filled {entry.filled_qty}/{order.open_qty}"
+
+
+_FILLED_SUFFIX = re.compile(r" filled \d+/\d+$")
+
+
+def _tag_with_fill(tag: str, entry: BookEntry, order: Order) -> str:
+    """The tag's `filled f/q` brought up to date (added where the tag had none)."""
+    suffix = " " + _fill_suffix(entry, order)
+    return _FILLED_SUFFIX.sub(suffix, tag) if _FILLED_SUFFIX.search(tag) else tag + suffix
 
 
 _AVG_QUANTUM = Decimal(1).scaleb(-Order._meta.get_field("avg_price").decimal_places)
@@ -128,6 +140,11 @@ class OrderWatcher:
         self.requeued_at: dict[int, float] = {}
         self.reads = 0
         self.history_lookups = 0
+        # Book entries that are not live orders of ours, as last settled (ours and ended, or
+        # external and recorded): looked at again only when they change.
+        self.settled: dict[str, tuple] = {}
+        self.last_reconciled_at = None  # read at the first pass: this watcher's lease was just taken
+        self.recheck_positions = False  # a position difference waits to be seen again
 
     def poll_once(self) -> bool:
         """One pass. Returns whether the order book was read. Never raises for one order's
@@ -144,7 +161,8 @@ class OrderWatcher:
             log.exception("housekeeping (pruning rejected alerts, resuming notifications) failed")
         read = self.reconcile_book(now)
         if read:
-            self._snapshot_positions()
+            if self._snapshot_positions():
+                self._reconcile_positions_if_due(now)
             self._snapshot_funds(now)
             try:
                 protection.watch_open(self.broker, now)
@@ -188,6 +206,7 @@ class OrderWatcher:
                     continue  # moved on since it was listed (the feed got there first) past this read
                 self._guarded(order, self._reconcile, order, by_id, by_client, now)
         self._recover_unknown(by_client)
+        self._follow_the_rest(book, {broker_id for _, broker_id, _ in live if broker_id})
         live_ids = {row[0] for row in live}
         self.misses = {pk: n for pk, n in self.misses.items() if pk in live_ids}
         return True
@@ -195,17 +214,20 @@ class OrderWatcher:
     def apply_update(self, entry: BookEntry) -> None:
         """One order's state as the broker's push feed announced it, through the same code as
         a book entry. An acknowledgement carrying our command id adopts an order that waits
-        for (or lost) the broker's reply at once."""
+        for (or lost) the broker's reply at once; an order that is not ours is external."""
         order = Order.objects.filter(broker_order_id=entry.broker_order_id).first()
         if order is None and entry.client_order_id:
-            order = Order.objects.filter(command_id=entry.client_order_id).first()
-            if order is None or order.broker_order_id is not None or order.status != Status.SENT_TO_BROKER:
-                return  # not ours, or not waiting for its broker id (a pass looks into the rest)
-            self._guarded(order, self._adopt, order, entry, "announced on the broker's order feed")
-            return
-        if order is None or order.status != Status.SENT_TO_BROKER:
-            return  # not ours, or already at its end
-        self._guarded(order, self._apply, order, entry)
+            mine = Order.objects.filter(command_id=entry.client_order_id).first()
+            if mine is not None and mine.broker_order_id is None:
+                if mine.status == Status.SENT_TO_BROKER:
+                    self._guarded(mine, self._adopt, mine, entry, "announced on the broker's order feed")
+                return  # failed as unknown: a pass looks into it (_recover_unknown)
+        if order is None:
+            self._record_external(entry)
+        elif order.status == Status.FAILED:
+            self._guarded(order, self._late_fill, order, entry)
+        elif order.status == Status.SENT_TO_BROKER:
+            self._guarded(order, self._apply, order, entry)
 
     # Every state change goes through these: an exception or a lost compare-and-set is a
     # CONFLICT event on the order, never an exception out of the pass.
@@ -349,6 +371,78 @@ class OrderWatcher:
             self._apply(order, entry)
         return True
 
+    def _follow_the_rest(self, book: list[BookEntry], live_broker_ids: set[str]) -> None:
+        """The book's other entries: a late fill on an order of ours we already failed, and
+        the orders that are not ours (external). Each entry is looked at again only when its
+        status or fills change."""
+        fresh = [e for e in book if e.broker_order_id not in live_broker_ids
+                 and self.settled.get(e.broker_order_id) != (e.status, e.filled_qty)]
+        for start in range(0, len(fresh), LOAD_BATCH):
+            batch = fresh[start:start + LOAD_BATCH]
+            ids = [e.broker_order_id for e in batch]
+            commands = [e.client_order_id for e in batch if e.client_order_id]
+            ours = list(Order.objects.filter(Q(broker_order_id__in=ids) | Q(command_id__in=commands)))
+            by_id = {o.broker_order_id: o for o in ours if o.broker_order_id}
+            by_command = {o.command_id: o for o in ours}
+            for entry in batch:
+                order = by_id.get(entry.broker_order_id) or by_command.get(entry.client_order_id)
+                if order is not None and order.broker_order_id is None:
+                    # Still being adopted or recovered (above), unless the broker ended it unfilled
+                    # and we failed it as unknown: then both agree and nothing is left to do.
+                    if order.status == Status.FAILED and _ended_at_broker(entry) and not entry.filled_qty:
+                        self.settled[entry.broker_order_id] = (entry.status, entry.filled_qty)
+                    continue
+                if order is None or order.broker_order_id != entry.broker_order_id:
+                    if order is not None:  # our command id on a second broker order: never ours to follow
+                        log.error("broker order %s carries our command id %s but %s is its order: external",
+                                  entry.broker_order_id, order.command_id, order.broker_order_id)
+                    done = self._record_external(entry)
+                elif order.status == Status.FAILED:
+                    done = self._guarded(order, self._late_fill, order, entry)
+                else:
+                    done = order.status != Status.SENT_TO_BROKER
+                if done:
+                    self.settled[entry.broker_order_id] = (entry.status, entry.filled_qty)
+
+    def _record_external(self, entry: BookEntry) -> bool:
+        try:
+            external.record(entry)
+        except Exception:  # noqa: BLE001 - tried again at the next pass
+            log.exception("external order %s could not be recorded", entry.broker_order_id)
+            return False
+        return True
+
+    def _late_fill(self, order: Order, entry: BookEntry) -> bool:
+        """A fill reported after we failed the order (its cancel crossed the fill)."""
+        if entry.filled_qty <= order.filled_qty or entry.broker_order_id != order.broker_order_id:
+            return True  # no news
+        log.warning("order %s: a late fill, %s after it went FAILED (%s)", order.command_id,
+                    _fill_suffix(entry, order), order.tag)
+        if not lifecycle.late_fill(order, actor=ACTOR, filled_qty=entry.filled_qty, avg_price=entry.avg_price,
+                                   tag=_tag_with_fill(order.tag, entry, order), fill_id=entry.fill_id,
+                                   detail=f"late fill: {_fill_suffix(entry, order)} after FAILED"):
+            self._conflict(order, "lost a late fill to a concurrent writer")
+            return False
+        return True
+
+    def _reconcile_positions_if_due(self, now) -> None:
+        """orders.reconcile, right after the positions snapshot: at a lease's first pass when the
+        last run is older than the lease's TTL, then every RECONCILE_INTERVAL_S, and at the next
+        pass while a difference waits to be seen again."""
+        try:
+            if self.last_reconciled_at is None:
+                last = Reconciliation.objects.values_list("at", flat=True).first()
+                self.last_reconciled_at = last or now - timedelta(days=1)
+                window = settings.WATCHER_LEASE_TTL_S
+            else:
+                window = settings.RECONCILE_INTERVAL_S
+            if not self.recheck_positions and (now - self.last_reconciled_at).total_seconds() < window:
+                return
+            _, self.recheck_positions = reconcile.run(now)
+            self.last_reconciled_at = now
+        except Exception:  # noqa: BLE001 - retried at the next pass
+            log.exception("reconciling positions failed")
+
     def _snapshot_funds(self, now) -> None:
         """The broker's Limits every FUNDS_INTERVAL_S (the stored row says when it was last
         taken, so a chain of watcher slices reads no more often). A failed read keeps the row."""
@@ -366,14 +460,15 @@ class OrderWatcher:
                 cash=funds.cash, payin=funds.payin, margin_used=funds.margin_used, collateral=funds.collateral,
                 available_cash=funds.available_cash, taken_at=now))
 
-    def _snapshot_positions(self) -> None:
-        """The broker's account-wide positions and last prices, for the blotter and risk limits.
-        A failed read keeps the previous snapshot (its taken_at says how old it is)."""
+    def _snapshot_positions(self) -> bool:
+        """The broker's account-wide positions and last prices, for the blotter, risk limits and
+        reconciliation. A failed read keeps the previous snapshot (its taken_at says how old it
+        is); returns whether the read succeeded."""
         try:
             positions = self.broker.positions()
         except Exception as exc:  # noqa: BLE001 - the order reconciliation already happened
             log.warning("position book unavailable: %s: %s", type(exc).__name__, exc)
-            return
+            return False
         now = timezone.now()
         with transaction.atomic():
             BrokerPosition.objects.all().delete()
@@ -383,6 +478,7 @@ class OrderWatcher:
                                unrealized_pnl=p.unrealized_pnl, last_price=p.last_price, taken_at=now)
                 for p in positions
             )
+        return True
 
     def _requeue_lost_creations(self, now) -> None:
         """CREATED orders whose submission task was lost; the claim makes a resend harmless."""

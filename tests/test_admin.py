@@ -214,9 +214,9 @@ def test_positions_show_last_price_unrealised_pnl_totals_and_the_reconciliation(
     assert "<td>alpha</td><td>50.00</td><td>155.00</td>" in page
     assert "<td>beta</td><td>0.00</td><td>47.50</td>" in page  # (815.50-810) x 5 + (1790-1800) x -2
     assert "<th>total</th><th>50.00</th><th>202.50</th>" in page
-    rows = admin_client.get("/admin/reconciliation/").context["rows"]
-    assert [(r.symbol, r.ours, r.broker, r.matches) for r in rows] == [
-        ("INFY-EQ", -2, 0, False), ("TCS-EQ", 0, 3, False), ("SBIN-EQ", 15, 15, True)]
+    rows = admin_client.get("/admin/reconciliation/").context["positions"]
+    assert [(r["symbol"], r["ours_qty"], r["broker_qty"], r["external_qty"], r["difference"]) for r in rows] == [
+        ("INFY-EQ", -2, 0, 0, 2), ("TCS-EQ", 0, 3, 0, 3), ("SBIN-EQ", 15, 15, 0, 0)]
     assert "MISMATCH" in admin_client.get("/admin/reconciliation/").content.decode()
 
 

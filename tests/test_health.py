@@ -120,10 +120,11 @@ def test_a_wrong_token_is_refused_as_everywhere_in_the_api(client, watcher_alive
 
 def test_a_handful_of_queries(api, watcher_alive, django_assert_num_queries):
     OrderFactory.create_batch(3)
-    # round trip, CREATED aggregate, lease, the feed's state and lease, the funds, the last audit check
-    with django_assert_num_queries(7):
+    # round trip, CREATED aggregate, lease, the feed's state and lease, the funds, the last audit
+    # check, the last reconciliation and its open differences
+    with django_assert_num_queries(9):
         health(Client())
-    with django_assert_num_queries(8):  # + the token
+    with django_assert_num_queries(10):  # + the token
         health(api)
 
 
@@ -311,7 +312,7 @@ def test_a_session_of_another_user_is_missing(api, shoonya, settings):
 
 def test_a_shoonya_report_is_still_a_handful_of_queries(client, shoonya, django_assert_num_queries):
     shoonya_session.store("OAUTH", SESSION_TOKEN)
-    with django_assert_num_queries(8):  # + the session row (without its token)
+    with django_assert_num_queries(10):  # + the session row (without its token)
         assert health(client) == {"status": "ok"}
 
 

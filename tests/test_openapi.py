@@ -63,7 +63,7 @@ def test_schema_lists_every_endpoint_with_its_errors(client):
         ("/api/health/", "get"), ("/api/token/", "post"), ("/api/webhook/explain/", "post"),
         ("/api/orders/{command_id}/cancel/", "post"), ("/api/orders/cancel-all/", "post"),
         ("/api/orders/{command_id}/modify/", "post"), ("/api/instruments/", "get"),
-        ("/api/positions/close/", "post"),
+        ("/api/positions/close/", "post"), ("/api/external-orders/", "get"), ("/api/reconciliation/", "get"),
     }
     webhook = operations[("/api/webhook/", "post")]
     assert {"200", "201", "400", "401", "403", "413", "415", "429", "503"} <= set(webhook["responses"])
@@ -75,7 +75,8 @@ def test_schema_lists_every_endpoint_with_its_errors(client):
     assert set(leg["properties"]) == {"symbol", "side", "target_qty", "qty", "lots", "order_type", "product",
                                       "price", "trigger_price"}
     assert "TradingViewAlertMessage" in body["application/json"]["examples"]
-    for key in (("/api/orders/", "get"), ("/api/orders/{command_id}/", "get"), ("/api/instruments/", "get")):
+    for key in (("/api/orders/", "get"), ("/api/orders/{command_id}/", "get"), ("/api/instruments/", "get"),
+                ("/api/external-orders/", "get")):
         assert {"401", "403", "404"} <= set(operations[key]["responses"])
     assert {"200", "401", "403", "404", "409"} <= set(operations[("/api/orders/{command_id}/cancel/", "post")]["responses"])
 
