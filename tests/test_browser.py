@@ -129,7 +129,9 @@ def test_a_traders_day_in_the_browser(browser, stack, screenshots):
     assert "GUARD_BLOCKED:NO_POSITION" in page.inner_text("#placed")
     page.fill("#blotter-filters input[name=tag_code]", "NO_POSITION")
     page.click("#blotter-filters button")
-    page.wait_for_function("!document.querySelector('#blotter').innerText.includes('RELIANCE-EQ')")
+    # The filter reloads the blotter (or, without the script, the page): wait for the new one.
+    page.wait_for_function("() => { const b = document.querySelector('#blotter');"
+                           " return b !== null && !b.innerText.includes('RELIANCE-EQ'); }")
     assert "SBIN-EQ" in page.inner_text("#blotter") and "blocked by a guard rule" in page.inner_text("#blotter")
     page.screenshot(path=str(screenshots / "blotter.png"), full_page=True)
 
@@ -153,6 +155,12 @@ def test_a_traders_day_in_the_browser(browser, stack, screenshots):
     page.wait_for_selector("text=Square-off: SELL 10 RELIANCE-EQ", timeout=15_000)
     exit_order = Order.objects.get(symbol="RELIANCE-EQ", execution_type="EXIT")
     assert exit_order.source == "system"
+
+    # The reconciliation page, from the header: the broker's positions against ours.
+    page.click("header a:has-text('reconciliation')")
+    page.wait_for_selector("#reconciliation h1:has-text('Reconciliation')")
+    assert "Orders placed elsewhere today" in page.inner_text("#external-orders")
+    page.screenshot(path=str(screenshots / "reconciliation.png"), full_page=True)
     assert page.outside == []  # nothing but loopback, all along
 
 

@@ -168,3 +168,19 @@ def test_the_reconciliation_table_adds_ours_across_strategies_and_the_external_o
     broker.place_by_hand("SBIN-EQ", side="SELL", qty=1)
     OrderWatcher().poll_once()
     assert reconcile.figures()[("NSE", "SBIN-EQ", "MIS")] == (9, 10, -1)
+
+
+def test_the_dashboard_shows_the_external_orders_the_reconciliation_and_the_account_pnl(broker, admin_client, desk):
+    desk.hold(symbol="SBIN-EQ", qty=2)
+    placed = broker.place_by_hand("SBIN-EQ", side="BUY", qty=3)
+    broker.set_last_price("SBIN-EQ", "816.50")
+    watcher = OrderWatcher()
+    watcher.poll_once()
+    page = admin_client.get("/dashboard/reconciliation/").content.decode()
+    assert placed.norenordno in page and "BUY 3 NSE:SBIN-EQ MARKET MIS" in page
+    assert "<td>NSE:SBIN-EQ MIS</td>\n        <td>5</td><td>2</td><td>3</td>" in page
+    assert "None: the broker agrees with ours plus the external orders." in page
+    summary = admin_client.get("/dashboard/summary/").content.decode()
+    assert "external</a> (placed elsewhere)" in summary
+    # ours: 2 x (816.50 - 815.50) = 2.00; external: 3 x 1.00 = 3.00; the account: 5.00
+    assert '<th colspan="5">account</th><th>0.00</th><th>5.00</th>' in summary

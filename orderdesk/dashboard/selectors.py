@@ -10,7 +10,8 @@ from django.utils import timezone
 
 from brokers.models import InstrumentMaster
 from orders.health import health_report
-from orders.models import LIVE_STATUSES, Fill, Order, OrderEvent, Status, Strategy
+from orders import external
+from orders.models import LIVE_STATUSES, ExternalOrder, Fill, Order, OrderEvent, Status, Strategy
 from orders.notify import PLAIN
 from orders.selectors import positions_with_prices
 from orders.tradingday import trading_day_start
@@ -97,8 +98,8 @@ def summary() -> dict:
         "counts": [(status, counts.get(status, 0)) for status in Status.values],
         "failures": list(failures),
         "positions": positions,
-        "totals": {"realized": sum((p.realized_pnl for p in positions), Decimal(0)),
-                   "unrealized": sum((p.unrealized_pnl or Decimal(0) for p in positions), Decimal(0))},
+        "totals": totals(positions, bucket := external.pnl(now)),
+        "external": bucket,
         "strategies": strategies,
         "global_mode": KillSwitch.objects.filter(is_global=True).values_list("mode", flat=True).first() or "ACTIVE",
         "health": health.status,
@@ -106,6 +107,21 @@ def summary() -> dict:
         "live": today.filter(status__in=LIVE_STATUSES).count(),
         "chart_svg": charts.day_charts(day_buckets(today), realized_over_day(now)),
     }
+
+
+def totals(positions, outside: dict) -> dict:
+    """The account P&L: our strategies' positions, plus the external bucket (orders placed
+    elsewhere, orders.external)."""
+    realized = sum((p.realized_pnl for p in positions), Decimal(0))
+    unrealized = sum((p.unrealized_pnl or Decimal(0) for p in positions), Decimal(0))
+    return {"realized": realized, "unrealized": unrealized,
+            "account_realized": realized + outside["realized"], "account_unrealized": unrealized + outside["unrealized"]}
+
+
+def external_orders(limit: int = 200) -> list[ExternalOrder]:
+    """The day's orders placed elsewhere, newest first."""
+    return list(ExternalOrder.objects.filter(first_seen_at__gte=trading_day_start()).order_by("-first_seen_at", "-id")
+                [:limit])
 
 
 def _bucket(moment) -> str:

@@ -11,6 +11,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(next_page="/login/"), name="logout"),
     path("dashboard/blotter/", views.blotter, name="blotter"),
     path("dashboard/summary/", views.summary, name="summary"),
+    path("dashboard/reconciliation/", views.reconciliation, name="reconciliation"),
     path("dashboard/placed/", views.legs, name="placed"),
     path("dashboard/place/", views.place_order, name="place-order"),
     path("dashboard/close/", views.close, name="close"),

@@ -15,7 +15,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from orderdesk.network import client_ip
-from orders import cancels, modifications, squareoff
+from orders import cancels, modifications, reconcile, squareoff
 from orders.blocker_registry import kill_switch_control
 from orders.models import TERMINAL_STATUSES, Order, Source, Status, Strategy
 from orders.services import explain_alert, register_alert
@@ -105,6 +105,14 @@ def blotter(request):
 @viewer
 def summary(request):
     return render(request, "dashboard/_summary.html", _context(request, summary=selectors.summary()))
+
+
+@require_GET
+@viewer
+def reconciliation(request):
+    """Orders placed elsewhere (external) and the broker's positions against ours and theirs."""
+    return render(request, "dashboard/reconciliation.html", _context(
+        request, **reconcile.view(), external_orders=selectors.external_orders()))
 
 
 @require_GET
