@@ -11,6 +11,8 @@ handling is as in production) with a TradingView-style text/plain body. Requests
 interleaved (intake, no-op, [2-leg intake], ...) so they share the machine's noise.
 
 Not a timed test: it prints figures. Target (issue 3): intake p50 <= 5 ms and <= 3x no-op.
+The "no hash" series stubs out the audit chain's hashing (orders.audit.event_hash): the
+difference is the hashing's share of the intake (issue 18: <= 5 %).
 """
 
 import argparse
@@ -33,6 +35,8 @@ LIMITS_STRATEGY = "bench-limits"  # every risk limit configured, a day of histor
 LIMITS_SERIES = "1-leg, limits"
 HISTORY_FILLS = 1000
 TARGET_LIMITS_RATIO = 1.3
+NO_HASH_SERIES = "1-leg, no hash"  # the audit chain's hashing stubbed out (issue 18)
+TARGET_HASH_SHARE = 0.05
 TARGET_P50_MS = 5.0
 TARGET_RATIO = 3.0
 
@@ -44,6 +48,8 @@ def parse_args():
     p.add_argument("--no-two-leg", action="store_true", help="skip the 2-leg alert series")
     p.add_argument("--no-limits", action="store_true",
                    help="skip the series on a strategy with every risk limit and 1,000 fills of history")
+    p.add_argument("--no-hash-series", action="store_true",
+                   help="skip the series with the audit chain's hashing stubbed out (its cost, issue 18)")
     p.add_argument("--profile", type=int, default=0, metavar="K",
                    help="afterwards, cProfile K more 1-leg intakes and print the top functions")
     p.add_argument("--breakdown", type=int, default=0, metavar="K",
@@ -255,7 +261,12 @@ def run(args, caller):
         series["intake 2-leg"] = []
     if not args.no_limits:
         series[LIMITS_SERIES] = []
-    expected = {"intake 1-leg": 201, "no-op DRF": 201, "intake 2-leg": 201, LIMITS_SERIES: 201}
+    if not args.no_hash_series:
+        series[NO_HASH_SERIES] = []
+    expected = {"intake 1-leg": 201, "no-op DRF": 201, "intake 2-leg": 201, LIMITS_SERIES: 201, NO_HASH_SERIES: 201}
+    from orders import audit
+
+    event_hash = audit.event_hash
     noop_body = alert_body("noop", 1)
     counter = 0
 
@@ -267,7 +278,12 @@ def run(args, caller):
         else:
             legs = 2 if name == "intake 2-leg" else 1
             strategy = LIMITS_STRATEGY if name == LIMITS_SERIES else STRATEGY
-            status, ms = caller.post("/api/webhook/", alert_body(f"tv-{counter:08d}", legs, strategy=strategy))
+            if name == NO_HASH_SERIES:
+                audit.event_hash = lambda *args, **kwargs: ""
+            try:
+                status, ms = caller.post("/api/webhook/", alert_body(f"tv-{counter:08d}", legs, strategy=strategy))
+            finally:
+                audit.event_hash = event_hash
             settle()
         if status != expected[name]:
             raise SystemExit(f"{name}: HTTP {status}, expected {expected[name]}")
@@ -442,6 +458,11 @@ def main():
             ratio = stats[LIMITS_SERIES]["p50"] / intake["p50"]
             print(f"every risk limit on a strategy with {HISTORY_FILLS} fills today vs none: p50 {ratio:.2f}x "
                   f"(target <= {TARGET_LIMITS_RATIO}x: {'MET' if ratio <= TARGET_LIMITS_RATIO else 'MISSED'})")
+        if NO_HASH_SERIES in stats:
+            share = (intake["p50"] - stats[NO_HASH_SERIES]["p50"]) / intake["p50"]
+            print(f"the audit chain's hashing: {share * 100:+.1f}% of the 1-leg intake's p50 (with "
+                  f"{intake['p50']:.2f} ms, without {stats[NO_HASH_SERIES]['p50']:.2f} ms; target <= "
+                  f"{TARGET_HASH_SHARE * 100:g}%: {'MET' if share <= TARGET_HASH_SHARE else 'MISSED'})")
         print(f"queries per intake: 1-leg {stmts1} statements + {begins1} BEGIN + {commits1} COMMIT", end="")
         if stmts2 is not None:
             print(f"; 2-leg {stmts2} statements + {begins2} BEGIN + {commits2} COMMIT")

@@ -22,8 +22,8 @@ from brokers.registry import get_broker
 
 from . import external, feedstate, leases, lifecycle, notify, protection, reconcile, squareoff, targets
 from .leases import new_owner  # noqa: F401 - the owner names of watcher runs are made here too
-from .models import (TERMINAL_STATUSES, BrokerFunds, BrokerPosition, EventKind, Order, OrderEvent, Reconciliation,
-                     Status)
+from .models import (TERMINAL_STATUSES, BrokerFunds, BrokerPosition, EventKind, ExternalOrder, Order, OrderEvent,
+                     Reconciliation, Status)
 from .queue import enqueue_submissions, tasks_waiting
 from .services import prune_rejected_alerts
 from .tradingday import trading_day_start
@@ -143,6 +143,7 @@ class OrderWatcher:
         # Book entries that are not live orders of ours, as last settled (ours and ended, or
         # external and recorded): looked at again only when they change.
         self.settled: dict[str, tuple] = {}
+        self.known_live: set[str] = set()  # live broker ids already checked against the external orders
         self.last_reconciled_at = None  # read at the first pass: this watcher's lease was just taken
         self.recheck_positions = False  # a position difference waits to be seen again
 
@@ -206,7 +207,8 @@ class OrderWatcher:
                     continue  # moved on since it was listed (the feed got there first) past this read
                 self._guarded(order, self._reconcile, order, by_id, by_client, now)
         self._recover_unknown(by_client)
-        self._follow_the_rest(book, {broker_id for _, broker_id, _ in live if broker_id})
+        self._follow_the_rest(book, {broker_id for _, broker_id, _ in live if broker_id},
+                              in_flight=any(not broker_id for _, broker_id, _ in live))
         live_ids = {row[0] for row in live}
         self.misses = {pk: n for pk, n in self.misses.items() if pk in live_ids}
         return True
@@ -371,10 +373,14 @@ class OrderWatcher:
             self._apply(order, entry)
         return True
 
-    def _follow_the_rest(self, book: list[BookEntry], live_broker_ids: set[str]) -> None:
+    def _follow_the_rest(self, book: list[BookEntry], live_broker_ids: set[str], in_flight: bool) -> None:
         """The book's other entries: a late fill on an order of ours we already failed, and
         the orders that are not ours (external). Each entry is looked at again only when its
-        status or fills change."""
+        status or fills change. While an order of ours waits for its broker id, an entry that
+        carries no client order id may be that order (a broker that dropped the remarks): it
+        waits for the next pass. One taken for external that turns out ours is dropped."""
+        self._drop_mistaken_externals(list(live_broker_ids - self.known_live))
+        self.known_live |= live_broker_ids
         fresh = [e for e in book if e.broker_order_id not in live_broker_ids
                  and self.settled.get(e.broker_order_id) != (e.status, e.filled_qty)]
         for start in range(0, len(fresh), LOAD_BATCH):
@@ -384,6 +390,7 @@ class OrderWatcher:
             ours = list(Order.objects.filter(Q(broker_order_id__in=ids) | Q(command_id__in=commands)))
             by_id = {o.broker_order_id: o for o in ours if o.broker_order_id}
             by_command = {o.command_id: o for o in ours}
+            self._drop_mistaken_externals([e.broker_order_id for e in batch if e.broker_order_id in by_id])
             for entry in batch:
                 order = by_id.get(entry.broker_order_id) or by_command.get(entry.client_order_id)
                 if order is not None and order.broker_order_id is None:
@@ -392,6 +399,8 @@ class OrderWatcher:
                     if order.status == Status.FAILED and _ended_at_broker(entry) and not entry.filled_qty:
                         self.settled[entry.broker_order_id] = (entry.status, entry.filled_qty)
                     continue
+                if order is None and in_flight and not entry.client_order_id:
+                    continue  # perhaps ours, still without its broker id: the next pass decides
                 if order is None or order.broker_order_id != entry.broker_order_id:
                     if order is not None:  # our command id on a second broker order: never ours to follow
                         log.error("broker order %s carries our command id %s but %s is its order: external",
@@ -403,6 +412,16 @@ class OrderWatcher:
                     done = order.status != Status.SENT_TO_BROKER
                 if done:
                     self.settled[entry.broker_order_id] = (entry.status, entry.filled_qty)
+
+    def _drop_mistaken_externals(self, broker_ids: list[str]) -> None:
+        """Broker ids of ours that were taken for external orders (seen before our worker
+        stored them): their rows go, so nothing is counted twice."""
+        for start in range(0, len(broker_ids), LOAD_BATCH):
+            batch = broker_ids[start:start + LOAD_BATCH]
+            for broker_id in ExternalOrder.objects.filter(broker_order_id__in=batch).values_list(
+                    "broker_order_id", flat=True):
+                log.warning("external order %s is ours after all: dropped", broker_id)
+                ExternalOrder.objects.filter(broker_order_id=broker_id).delete()
 
     def _record_external(self, entry: BookEntry) -> bool:
         try:

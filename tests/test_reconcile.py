@@ -184,3 +184,35 @@ def test_the_dashboard_shows_the_external_orders_the_reconciliation_and_the_acco
     assert "external</a> (placed elsewhere)" in summary
     # ours: 2 x (816.50 - 815.50) = 2.00; external: 3 x 1.00 = 3.00; the account: 5.00
     assert '<th colspan="5">account</th><th>0.00</th><th>5.00</th>' in summary
+
+
+def test_an_entry_without_remarks_waits_while_an_order_of_ours_has_no_broker_id_yet(broker):
+    """A broker that dropped our remarks: the entry may be the order a worker is still storing."""
+    from orders import lifecycle
+    from tests.factories import RegisteredOrderFactory
+
+    ours = RegisteredOrderFactory(symbol="TCS-EQ", qty=1)
+    assert lifecycle.move(ours, Status.SENT_TO_BROKER, actor="worker")  # claimed, the broker's answer not stored
+    placed = broker.place_by_hand("TCS-EQ", qty=1)
+    watcher = OrderWatcher()
+    watcher.poll_once()
+    assert not ExternalOrder.objects.exists()
+    assert lifecycle.annotate(ours, kind=EventKind.BROKER_ACCEPTED, actor="worker", broker_order_id="other-id")
+    watcher.poll_once()  # nothing of ours in flight now: it is external
+    assert ExternalOrder.objects.get().broker_order_id == placed.norenordno
+
+
+def test_an_external_order_that_turns_out_ours_is_dropped(broker):
+    from orders import lifecycle
+    from tests.factories import RegisteredOrderFactory
+
+    placed = broker.place_by_hand("TCS-EQ", qty=1)
+    watcher = OrderWatcher()
+    watcher.poll_once()
+    assert ExternalOrder.objects.filter(broker_order_id=placed.norenordno).exists()
+    ours = RegisteredOrderFactory(symbol="TCS-EQ", qty=1)  # its worker learns that broker id late
+    assert lifecycle.move(ours, Status.SENT_TO_BROKER, actor="worker", broker_order_id=placed.norenordno)
+    broker.complete("")
+    OrderWatcher().poll_once()
+    assert not ExternalOrder.objects.exists()
+    assert Order.objects.get(pk=ours.pk).status == Status.EXECUTED
