@@ -22,7 +22,8 @@ django-q2's own masters restart their workers).
 
 Printed: alerts sent / accepted / refused (by code), orders, broker place calls, double
 submissions (command ids booked more than once at the broker: must be 0), lost alerts
-(answered 2xx with no order on record: must be 0), orders not terminal after the run and
+(answered 2xx with no order on record: must be 0), orders the broker booked that we failed
+as unknown (must be 0), `verify_audit`'s mismatches (must be 0), orders not terminal after the run and
 `--grace` seconds (must be 0, or in doubt with a reason), received -> placed p50/p99 (audit
 rows: CREATED -> BROKER_ACCEPTED or BROKER_ID_ADOPTED), kills by kind and wall time. With
 `--json FILE` the same figures are written there (tests/test_soak.py runs 1,000 alerts).
@@ -82,6 +83,8 @@ def parse_args(argv=None):
                    help="an administrative connection to the PostgreSQL server")
     p.add_argument("--database", default="bench_soak", help="dropped and created")
     p.add_argument("--redis", default="redis://127.0.0.1:6379/12", help="flushed; the next db holds the counters")
+    p.add_argument("--min-kills", type=int, default=0,
+                   help="the chaos goes on after the last alert until it has killed this many processes")
     p.add_argument("--seed", type=int, default=17)
     p.add_argument("--keep", action="store_true", help="keep the database and the service logs")
     return p.parse_args(argv)
@@ -133,14 +136,19 @@ class Service:
 class Chaos(threading.Thread):
     """Kills one process at random every `every` seconds or so, and restarts what it killed."""
 
-    def __init__(self, services: dict[str, Service], every: float, rng: random.Random):
+    def __init__(self, services: dict[str, Service], every: float, rng: random.Random, min_kills: int = 0):
         super().__init__(daemon=True)
-        self.services, self.every, self.rng = services, every, rng
+        self.services, self.every, self.rng, self.min_kills = services, every, rng, min_kills
         self.kills: Counter = Counter()
         self.done = threading.Event()
 
     def run(self):
-        while not self.done.wait(self.rng.uniform(0.5, 1.5) * self.every):
+        while True:
+            pause = self.rng.uniform(0.5, 1.5) * self.every
+            if self.done.wait(pause):
+                if sum(self.kills.values()) >= self.min_kills:
+                    break
+                time.sleep(pause)  # the senders are done, the kills keep their pace
             kind = self.rng.choice(["task worker", "cluster", "watcher", "web worker"])
             if kind == "task worker" and (pids := self.services[self.rng.choice(["cluster-1", "cluster-2"])].children()):
                 self._kill_pid(self.rng.choice(pids), kind)
@@ -254,10 +262,14 @@ def database_url(admin_url: str, name: str) -> str:
     return admin_url.rsplit("/", 1)[0] + "/" + name
 
 
+QUEUE = f"soak-{os.getpid()}"  # its own queue: another run on the same Redis db is left alone
+
+
 def reset(args, drop_only: bool = False):
     client = redis.Redis.from_url(args.redis)
-    client.flushdb()
-    redis.Redis.from_url(counters_url(args.redis)).flushdb()
+    keys = list(client.scan_iter(match=f"django_q:{QUEUE}:*"))
+    if keys:
+        client.delete(*keys)
     client.close()
     with psycopg.connect(args.postgres, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
@@ -280,7 +292,7 @@ def environment(args, fake: FakeNoren) -> dict:
         "SECRET_KEY": "soak-key-" + os.urandom(16).hex(),
         "DATABASE_URL": database_url(args.postgres, args.database),
         "REDIS_URL": args.redis, "REDIS_CACHE_URL": counters_url(args.redis),
-        "ORDERDESK_Q_NAME": "soak", "ORDERDESK_BROKER": "shoonya", "SHOONYA_ALGO_ID": "",
+        "ORDERDESK_Q_NAME": QUEUE, "ORDERDESK_BROKER": "shoonya", "SHOONYA_ALGO_ID": "",
         "BROKER_MAX_ORDERS_PER_S": "0",  # the fake has no rate limit; the real one is 8/s
         "BROKER_READ_TIMEOUT_S": "1", "IN_DOUBT_GRACE_S": "5", "WATCHER_INTERVAL_S": "0.5",
         "INSTRUMENT_EXCHANGES": "", "PYTHONUNBUFFERED": "1",
@@ -327,12 +339,21 @@ def settle(url: str, grace_s: float) -> float:
     return time.monotonic() - t0
 
 
+def verify_audit(env: dict) -> tuple[int, str]:
+    """`manage.py verify_audit` on the soak's database: (mismatches, its last lines)."""
+    done = subprocess.run([PYTHON, "manage.py", "verify_audit"], cwd=ROOT, env=env, capture_output=True, text=True)
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    return (0 if done.returncode == 0 else max(1, sum(1 for line in lines if ": " in line) - 1)), "\n".join(lines[-5:])
+
+
 def figures(args, senders: Senders, fake: FakeNoren, url: str, chaos: Chaos, wall: float, settled: float) -> dict:
     answered_2xx = {n for n, answers in senders.answers.items() if any(200 <= s < 300 for s, _ in answers)}
     refused = Counter(what for answers in senders.answers.values() for _, what in answers[:1] if what != "accepted")
     with_orders = {int(a.split("-", 1)[1]) for (a,) in rows(
         url, "SELECT DISTINCT a.alert_id FROM orders_alert a JOIN orders_order o ON o.alert_id = a.id")}
     booked = Counter(o.fields.get("remarks") for o in fake.orders)
+    unknown = {c for (c,) in rows(url, "SELECT command_id FROM orders_order WHERE status = 'FAILED'"
+                                       " AND tag LIKE 'BROKER_UNKNOWN:%%'")}
     events = rows(url, "SELECT c.at, min(p.at) FROM orders_orderevent c JOIN orders_orderevent p"
                        " ON p.order_id = c.order_id AND p.kind IN ('BROKER_ACCEPTED', 'BROKER_ID_ADOPTED')"
                        " WHERE c.kind = 'CREATED' GROUP BY c.id, c.at")
@@ -350,6 +371,7 @@ def figures(args, senders: Senders, fake: FakeNoren, url: str, chaos: Chaos, wal
         "broker_place_calls": len(fake.calls_to("PlaceOrder")), "broker_orders": sum(booked.values()),
         "double_submissions": sum(1 for n in booked.values() if n > 1),
         "lost_alerts": len(answered_2xx - with_orders),
+        "booked_but_unknown": sum(1 for remarks in booked if remarks in unknown),
         "not_terminal": [list(r) for r in not_terminal], "not_terminal_count": sum(
             statuses.get(s, 0) for s in NOT_TERMINAL),
         "received_to_placed_ms": {"p50": round(pct(placed_ms, 0.5), 1), "p99": round(pct(placed_ms, 0.99), 1)},
@@ -367,7 +389,8 @@ def report(f: dict) -> bool:
     print(f"received -> placed p50 {f['received_to_placed_ms']['p50']} ms, p99 {f['received_to_placed_ms']['p99']} ms")
     print(f"kills {f['kills']}, restarts {f['restarts']}; wall {f['wall_s']} s, settled {f['settle_s']} s later")
     ok = True
-    for name in ("double_submissions", "lost_alerts", "not_terminal_count", "unanswered"):
+    for name in ("double_submissions", "lost_alerts", "booked_but_unknown", "not_terminal_count", "unanswered",
+                 "audit_mismatches"):
         good = f[name] == 0
         ok &= good
         print(f"{name.replace('_', ' ')}: {f[name]} (must be 0) {'ok' if good else 'FAILED'}")
@@ -411,7 +434,7 @@ def main(argv=None) -> int:
             if rng.random() < args.duplicates:
                 deliveries.insert(max(0, len(deliveries) - rng.randint(1, args.clients)), n)  # close together
         senders = Senders(port, deliveries, args.clients)
-        chaos = Chaos(services, args.chaos_every, rng)
+        chaos = Chaos(services, args.chaos_every, rng, args.min_kills)
         t0 = time.monotonic()
         chaos.start()
         senders.run()
@@ -420,6 +443,7 @@ def main(argv=None) -> int:
         settled = settle(url, args.grace)
         result = figures(args, senders, fake, url, chaos, wall, settled)
         result["restarts"] = {name: s.starts - 1 for name, s in services.items()}
+        result["audit_mismatches"], result["audit_report"] = verify_audit(env)
     finally:
         for service in services.values():
             service.stop()

@@ -340,7 +340,8 @@ PAPER_FEED_TICK_S = env_float("PAPER_FEED_TICK_S", 0.05)  # the paper feed advan
 # Longer than a slow pass (order book and positions at full broker timeouts), so a live
 # watcher keeps its lease; a crashed one is replaced after this long.
 WATCHER_LEASE_TTL_S = env_float("WATCHER_LEASE_TTL_S", 30)
-RECONCILE_INTERVAL_S = env_float("RECONCILE_INTERVAL_S", 300)  # broker positions vs ours + external (orders.reconcile)
+RECONCILE_INTERVAL_S = env_float("RECONCILE_INTERVAL_S", 300)
+AUDIT_VERIFY_DAYS = env_int("AUDIT_VERIFY_DAYS", 7)  # the nightly verify_audit's reach; 0: everything  # broker positions vs ours + external (orders.reconcile)
 IN_DOUBT_GRACE_S = env_float("IN_DOUBT_GRACE_S", 60)
 IN_DOUBT_MIN_READS = env_int("IN_DOUBT_MIN_READS", 3)
 REQUEUE_CREATED_AFTER_S = env_float("REQUEUE_CREATED_AFTER_S", 10)

@@ -10,11 +10,14 @@ The hash is a digest, not a signature: it shows edits made without recomputing t
 """
 
 import hashlib
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC
-from decimal import Decimal
+from datetime import UTC, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 
+from django.conf import settings
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -22,15 +25,18 @@ from .models import AuditCheck, EventKind, Fill, Order, OrderEvent, Position
 from .positions import Book
 
 VERSION = "v1"
+PRICE_QUANTUM = Decimal("0.0001")  # the order's prices are stored to 4 places
 AVG_TOLERANCE = Decimal("0.0001")  # the order's average is stored to 4 places, the fills' prices to 6
 REPORT_LINES = 200  # mismatches kept with the check's result
 
 
-def _text(value) -> str:
+def _text(value):
+    """A value as the database returns it, for the digest: Decimals to 4 places, times in UTC
+    to the microsecond; None stays null (never the same as '')."""
     if value is None:
-        return ""
+        return None
     if isinstance(value, Decimal):
-        return format(value, ".4f")
+        return format(value.quantize(PRICE_QUANTUM, rounding=ROUND_HALF_UP), "f")
     if hasattr(value, "astimezone"):
         return value.astimezone(UTC).isoformat(timespec="microseconds")
     return str(value)
@@ -50,7 +56,8 @@ def event_hash(event: OrderEvent, command_id: str, order: Order | None = None) -
              event.actor, event.detail, event.at, event.broker_order_id, event.filled_qty]
     if event.kind == EventKind.CREATED and order is not None:
         parts += _order_details(order)
-    return hashlib.sha256("\x1f".join(_text(p) for p in parts).encode()).hexdigest()
+    # A JSON array: each field keeps its bounds, whatever text a broker put in a tag or detail.
+    return hashlib.sha256(json.dumps([_text(p) for p in parts], ensure_ascii=False).encode()).hexdigest()
 
 
 def seal(event: OrderEvent, command_id: str, prev_hash: str, order: Order | None = None) -> str:
@@ -136,7 +143,19 @@ def _check_positions(positions: QuerySet, out: list[str]) -> int:
 
 
 def verify(orders: QuerySet | None = None, positions: QuerySet | None = None, since=None) -> Result:
-    """Every order (created on or after `since`, if given) and every position, checked."""
+    """Every order (created on or after `since`, if given) and every position, checked. On
+    PostgreSQL in one REPEATABLE READ snapshot, so a transition committed while it reads is
+    not taken for a mismatch. (SQLite's transactions here take the write lock: there it reads
+    without one, and a check run while orders move may report one that moved; run it again.)"""
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            return _verify(orders, positions, since)
+    return _verify(orders, positions, since)
+
+
+def _verify(orders, positions, since) -> Result:
     orders = Order.objects.all() if orders is None else orders
     if since is not None:
         orders = orders.filter(created_at__gte=since)
@@ -156,6 +175,13 @@ def verify(orders: QuerySet | None = None, positions: QuerySet | None = None, si
             _check_state(order, events[order.pk], fills[order.pk], result.mismatches)
     result.positions = _check_positions(positions, result.mismatches)
     return result
+
+
+def nightly_since(now=None):
+    """The nightly check's reach: the orders of the last AUDIT_VERIFY_DAYS days (and every
+    position); `manage.py verify_audit` without --since checks them all."""
+    days = settings.AUDIT_VERIFY_DAYS
+    return (now or timezone.now()) - timedelta(days=days) if days else None
 
 
 def run_and_record(since=None) -> tuple[Result, AuditCheck]:

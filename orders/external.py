@@ -18,34 +18,42 @@ from .tradingday import trading_day_start
 
 log = logging.getLogger("orderdesk.external")
 
+ENDED = {"COMPLETE", "REJECTED", "CANCELLED", "EXPIRED"}
+
+
 def _values(entry: BookEntry) -> dict:
-    return {"client_order_id": entry.client_order_id, "exchange": entry.exchange, "symbol": entry.symbol,
-            "side": entry.side, "qty": entry.qty, "product": entry.product, "order_type": entry.order_type,
+    return {"client_order_id": entry.client_order_id[:64], "exchange": entry.exchange[:8], "symbol": entry.symbol[:64],
+            "side": entry.side[:4], "qty": entry.qty, "product": entry.product[:4], "order_type": entry.order_type[:8],
             "price": entry.price, "status": entry.status.value, "raw_status": entry.raw_status[:32],
             "reason": entry.reason[:255], "filled_qty": entry.filled_qty, "avg_price": entry.avg_price}
 
 
-def record(entry: BookEntry, now=None) -> bool:
-    """The entry's order as an external one: created when first seen, updated when it changed
-    (a lower filled figure is a lagging report and is not taken). Returns whether it wrote."""
+def record(entry: BookEntry, now=None, known: ExternalOrder | None = None) -> bool:
+    """The entry's order as an external one: created when first seen, updated when it changed.
+    `known`: its row, if the caller has read it. A lagging report (fewer fills, or an ended
+    order reported working again) never overwrites what is recorded, even against a
+    concurrent writer (the push feed's thread and a pass): the update is conditional.
+    Returns whether it wrote."""
     now = now or timezone.now()
     values = _values(entry)
-    existing = ExternalOrder.objects.filter(broker_order_id=entry.broker_order_id).first()
+    existing = known or ExternalOrder.objects.filter(broker_order_id=entry.broker_order_id).first()
     if existing is None:
-        ExternalOrder.objects.create(broker=settings.ORDERDESK_BROKER, broker_order_id=entry.broker_order_id,
-                                     first_seen_at=now, updated_at=now, **values)
-        log.warning("external order %s at the broker (not ours): %s %s %s %s", entry.broker_order_id, entry.side,
-                    entry.qty, entry.symbol, entry.raw_status)
-        return True
-    if entry.filled_qty < existing.filled_qty:
-        values.pop("filled_qty")
-        values.pop("avg_price")
+        _, created = ExternalOrder.objects.get_or_create(
+            broker_order_id=entry.broker_order_id,
+            defaults={"broker": settings.ORDERDESK_BROKER, "first_seen_at": now, "updated_at": now, **values})
+        if created:
+            log.warning("external order %s at the broker (not ours): %s %s %s %s", entry.broker_order_id,
+                        entry.side, entry.qty, entry.symbol, entry.raw_status)
+            return True
+        existing = ExternalOrder.objects.get(broker_order_id=entry.broker_order_id)
     # What a later report leaves out (a feed message without the instrument, say) is kept.
     changes = {k: v for k, v in values.items() if v not in ("", None, 0) or k == "reason"}
     if all(getattr(existing, k) == v for k, v in changes.items()):
         return False
-    ExternalOrder.objects.filter(pk=existing.pk).update(updated_at=now, **changes)
-    return True
+    rows = ExternalOrder.objects.filter(pk=existing.pk, filled_qty__lte=entry.filled_qty)
+    if entry.status.value not in ENDED:
+        rows = rows.exclude(status__in=ENDED)
+    return bool(rows.update(updated_at=now, **changes))
 
 
 def positions(now=None) -> dict[tuple, Book]:

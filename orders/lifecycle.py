@@ -7,6 +7,7 @@ caller then does nothing).
 """
 
 import logging
+from decimal import ROUND_HALF_UP, Decimal
 
 from django.db import transaction
 from django.db.models import Q
@@ -29,6 +30,8 @@ ALLOWED = {
 RECOVERY = {(Status.FAILED, Status.SENT_TO_BROKER), (Status.FAILED, Status.EXECUTED)}
 UNKNOWN_TAG_PREFIX = "BROKER_UNKNOWN:"
 RECOVERY_ACTOR = "watcher"
+
+AVG_QUANTUM = Decimal(1).scaleb(-Order._meta.get_field("avg_price").decimal_places)
 
 # Fields only this module writes.
 STATE_FIELDS = {"tag", "broker_order_id", "filled_qty", "avg_price", "cancel_requested_at", "working_qty",
@@ -73,6 +76,9 @@ def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes
                     changes["filled_qty"], order.filled_qty)
         changes.pop("filled_qty")
         changes.pop("avg_price", None)
+    if changes.get("avg_price") is not None:
+        # As the row stores it: the fills ledger then adds up to the order's average exactly.
+        changes["avg_price"] = Decimal(changes["avg_price"]).quantize(AVG_QUANTUM, rounding=ROUND_HALF_UP)
     if order.broker_order_id is not None and changes.get("broker_order_id", order.broker_order_id) != order.broker_order_id:
         # A broker id, once known, is the order's identity at the broker: it never changes.
         log.warning("order %s: refusing to replace broker id %s by %s", order.command_id,
@@ -86,20 +92,22 @@ def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes
         # The position takes the fill increment from this copy's filled_qty: a stale copy must lose.
         extra_filter = dict(extra_filter, filled_qty=order.filled_qty)
     with transaction.atomic():
-        # The row's audit head and broker-facing state, locked until the commit: the event
-        # links after the last one and records the state as it will be (the caller's copy may
-        # be stale in fields this change leaves alone). SQLite's IMMEDIATE transactions
-        # already admit one writer at a time.
-        current = (Order.objects.select_for_update().filter(pk=order.pk)
-                   .values_list("audit_head", "tag", "broker_order_id", "filled_qty").first())
+        # The row's audit head and state, locked until the commit: the event links after the
+        # last one and records the state as it will be, and the copy takes what this change
+        # leaves alone from the row (a stale copy must not hide a cancel request, or price a
+        # fill from an old average). FOR NO KEY UPDATE, as the UPDATE itself takes: rows that
+        # reference the order (a modification, a fill) may still be inserted meanwhile, so two
+        # requests for one order never deadlock. SQLite's IMMEDIATE transactions already admit
+        # one writer at a time.
+        current = (Order.objects.select_for_update(no_key=True).filter(pk=order.pk)
+                   .values("audit_head", "tag_family", "tag_code", *STATE_FIELDS).first())
         if current is None:
             return False
-        head, tag_now, broker_id_now, filled_now = current
         event = OrderEvent(order=order, kind=kind, from_status=order.status, to_status=to,
-                           tag=update.get("tag", tag_now), actor=actor, detail=detail, at=now,
-                           broker_order_id=update.get("broker_order_id", broker_id_now),
-                           filled_qty=update.get("filled_qty", filled_now))
-        update["audit_head"] = audit.seal(event, order.command_id, head)
+                           tag=update.get("tag", current["tag"]), actor=actor, detail=detail, at=now,
+                           broker_order_id=update.get("broker_order_id", current["broker_order_id"]),
+                           filled_qty=update.get("filled_qty", current["filled_qty"]))
+        update["audit_head"] = audit.seal(event, order.command_id, current.pop("audit_head"))
         # Compare-and-set on what the caller's decision rests on: the status and the broker id
         # (a stale copy without an id must not fail an order a worker has since given one).
         won = Order.objects.filter(when or Q(), pk=order.pk, status=order.status,
@@ -107,6 +115,8 @@ def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes
         if not won:
             log.info("order %s: lost %s %s->%s to a concurrent writer", order.command_id, kind, order.status, to)
             return False
+        for field, value in current.items():
+            setattr(order, field, value)
         if "filled_qty" in changes:
             apply_fill(order, changes["filled_qty"], changes.get("avg_price", order.avg_price), fill_id or None)
         event.save()
@@ -203,7 +213,7 @@ def register(orders: list[Order], actor: str, notes: list[str] | None = None) ->
 def record_conflict(order: Order, actor: str, detail: str) -> None:
     """A pass that lost a race or met an impossible broker report leaves a trace, no change."""
     with transaction.atomic():
-        current = (Order.objects.select_for_update().filter(pk=order.pk)
+        current = (Order.objects.select_for_update(no_key=True).filter(pk=order.pk)
                    .values_list("status", "tag", "broker_order_id", "filled_qty", "audit_head").first())
         if current is None:
             return

@@ -612,6 +612,9 @@ class PositionDifference(models.Model):
 
     class Meta:
         ordering = ["-first_seen_at"]
+        constraints = [models.UniqueConstraint(fields=["exchange", "symbol", "product"],
+                                               condition=models.Q(resolved_at__isnull=True),
+                                               name="one_open_difference_per_instrument")]
 
     def __str__(self):
         return f"{self.exchange}:{self.symbol} {self.product}: broker {self.broker_qty:+d}, ours {self.ours_qty:+d}, " \

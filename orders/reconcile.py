@@ -1,12 +1,13 @@
 """Reconciliation: the broker's positions, instrument by instrument, against ours (every
-strategy's, from our fills) plus the external orders' (orders.external).
+strategy's, from our fills: today's for MIS and CNC, all for carried NRML) plus the day's
+external orders' (orders.external).
 
 It runs in a watcher pass right after a successful read of the broker's positions: on the
 first pass after the lease was taken when the last run is older than WATCHER_LEASE_TTL_S
 (a chain of short slices does not redo it each time), then every RECONCILE_INTERVAL_S. A
 difference is logged and told once, when the next pass finds it again (a fill reported in the
 positions a moment before it reaches the order book is not one); it is resolved when the
-figures agree, and a changed difference is a new one.
+figures agree, and a difference of another amount is a new one.
 """
 
 import logging
@@ -17,23 +18,38 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from . import external, notify
-from .models import BrokerPosition, ExternalOrder, Position, PositionDifference, Reconciliation
+from .models import (BrokerPosition, ExternalOrder, Fill, Position, PositionDifference, Product, Reconciliation,
+                     Side)
 from .tradingday import trading_day_start
 
 log = logging.getLogger("orderdesk.reconcile")
+
+
+def ours(now=None) -> dict[tuple, int]:
+    """Our net quantity per instrument as the broker's position book shows it: an intraday or
+    delivery (MIS, CNC) position from today's fills only (yesterday's were squared off, or
+    went to holdings), a carried one (NRML) from all of them."""
+    day = trading_day_start(now)
+    net = defaultdict(int)
+    for exchange, symbol, product, qty in (Position.objects.filter(product=Product.NRML)
+                                           .values_list("exchange", "symbol", "product", "net_qty")):
+        net[(exchange, symbol, product)] += qty
+    for exchange, symbol, product, side, qty in (
+            Fill.objects.filter(at__gte=day).exclude(order__product=Product.NRML)
+            .values_list("order__exchange", "order__symbol", "order__product", "order__side")
+            .annotate(qty=Sum("qty")).order_by()):
+        net[(exchange, symbol, product)] += qty if side == Side.BUY else -qty
+    return net
 
 
 def figures(now=None) -> dict[tuple, tuple[int, int, int]]:
     """(exchange, symbol, product) -> (broker, ours, external) net quantities, for every
     instrument any of the three holds or held today."""
     broker = {(p.exchange, p.symbol, p.product): p.net_qty for p in BrokerPosition.objects.all()}
-    ours = defaultdict(int)
-    for exchange, symbol, product, net in (Position.objects.values_list("exchange", "symbol", "product")
-                                           .annotate(net=Sum("net_qty")).order_by()):
-        ours[(exchange, symbol, product)] += net
+    mine = ours(now)
     theirs = {key: book.net_qty for key, book in external.positions(now).items()}
-    keys = sorted(set(broker) | set(ours) | set(theirs))
-    return {key: (broker.get(key, 0), ours.get(key, 0), theirs.get(key, 0)) for key in keys}
+    keys = sorted(set(broker) | set(mine) | set(theirs))
+    return {key: (broker.get(key, 0), mine.get(key, 0), theirs.get(key, 0)) for key in keys}
 
 
 def _tell(row: PositionDifference) -> None:
@@ -54,21 +70,25 @@ def run(now=None) -> tuple[Reconciliation, bool]:
         open_rows = {(d.exchange, d.symbol, d.product): d
                      for d in PositionDifference.objects.select_for_update().filter(resolved_at__isnull=True)}
         for key, row in open_rows.items():
-            if differing.get(key) == (row.broker_qty, row.ours_qty, row.external_qty):
+            figures_now = differing.pop(key, None)
+            if figures_now is not None and figures_now[0] - figures_now[1] - figures_now[2] == row.difference:
+                # The same difference (its parts may have moved with fills on both sides).
+                row.broker_qty, row.ours_qty, row.external_qty = figures_now
                 row.last_seen_at = now
                 if row.confirmed_at is None:
                     row.confirmed_at = now
                     _tell(row)  # the notification row commits with the confirmation, or neither
-                row.save(update_fields=["last_seen_at", "confirmed_at"])
-                differing.pop(key)
-            else:
-                row.resolved_at = now
-                row.save(update_fields=["resolved_at"])
-                if row.confirmed_at is not None:
-                    log.warning("positions agree again (or differ otherwise) for %s: was %s", ":".join(key), row)
-        for (exchange, symbol, product), (broker, ours, theirs) in differing.items():
+                row.save(update_fields=["broker_qty", "ours_qty", "external_qty", "last_seen_at", "confirmed_at"])
+                continue
+            row.resolved_at = now
+            row.save(update_fields=["resolved_at"])
+            if row.confirmed_at is not None:
+                log.warning("positions of %s agree again (or differ by another amount): was %s", ":".join(key), row)
+            if figures_now is not None:
+                differing[key] = figures_now  # another difference: a new row below
+        for (exchange, symbol, product), (broker, mine, theirs) in differing.items():
             PositionDifference.objects.create(exchange=exchange, symbol=symbol, product=product, broker_qty=broker,
-                                              ours_qty=ours, external_qty=theirs, first_seen_at=now, last_seen_at=now)
+                                              ours_qty=mine, external_qty=theirs, first_seen_at=now, last_seen_at=now)
             waiting = True
         reconciliation = Reconciliation.objects.create(
             at=now, instruments=len(table), differences=count,

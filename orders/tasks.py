@@ -25,8 +25,9 @@ def run_squareoffs() -> str:
 
 
 def verify_audit() -> str:
-    """The nightly check of the audit trail; a mismatch is told on Telegram (URGENT)."""
-    result, check = audit.run_and_record()
+    """The nightly check of the audit trail (the last AUDIT_VERIFY_DAYS days' orders, every
+    position); a mismatch is told on Telegram (URGENT)."""
+    result, check = audit.run_and_record(since=audit.nightly_since())
     if not result.ok:
         notify.queue(f"🧾 AUDIT: verify_audit found {check.mismatches} mismatch(es) in {check.orders} orders and "
                      f"{check.positions} positions, e.g.\n" + "\n".join(result.mismatches[:5]), notify.URGENT,

@@ -23,7 +23,7 @@ from brokers.registry import get_broker
 from . import external, feedstate, leases, lifecycle, notify, protection, reconcile, squareoff, targets
 from .leases import new_owner  # noqa: F401 - the owner names of watcher runs are made here too
 from .models import (TERMINAL_STATUSES, BrokerFunds, BrokerPosition, EventKind, ExternalOrder, Order, OrderEvent,
-                     Reconciliation, Status)
+                     PositionDifference, Reconciliation, Status)
 from .queue import enqueue_submissions, tasks_waiting
 from .services import prune_rejected_alerts
 from .tradingday import trading_day_start
@@ -143,7 +143,6 @@ class OrderWatcher:
         # Book entries that are not live orders of ours, as last settled (ours and ended, or
         # external and recorded): looked at again only when they change.
         self.settled: dict[str, tuple] = {}
-        self.known_live: set[str] = set()  # live broker ids already checked against the external orders
         self.last_reconciled_at = None  # read at the first pass: this watcher's lease was just taken
         self.recheck_positions = False  # a position difference waits to be seen again
 
@@ -207,8 +206,7 @@ class OrderWatcher:
                     continue  # moved on since it was listed (the feed got there first) past this read
                 self._guarded(order, self._reconcile, order, by_id, by_client, now)
         self._recover_unknown(by_client)
-        self._follow_the_rest(book, {broker_id for _, broker_id, _ in live if broker_id},
-                              in_flight=any(not broker_id for _, broker_id, _ in live))
+        self._follow_the_rest(book, {broker_id for _, broker_id, _ in live if broker_id})
         live_ids = {row[0] for row in live}
         self.misses = {pk: n for pk, n in self.misses.items() if pk in live_ids}
         return True
@@ -373,59 +371,64 @@ class OrderWatcher:
             self._apply(order, entry)
         return True
 
-    def _follow_the_rest(self, book: list[BookEntry], live_broker_ids: set[str], in_flight: bool) -> None:
+    def _follow_the_rest(self, book: list[BookEntry], live_broker_ids: set[str]) -> None:
         """The book's other entries: a late fill on an order of ours we already failed, and
         the orders that are not ours (external). Each entry is looked at again only when its
         status or fills change. While an order of ours waits for its broker id, an entry that
         carries no client order id may be that order (a broker that dropped the remarks): it
-        waits for the next pass. One taken for external that turns out ours is dropped."""
-        self._drop_mistaken_externals(list(live_broker_ids - self.known_live))
-        self.known_live |= live_broker_ids
+        waits for the next pass. One taken for external that turns out ours is dropped, every
+        pass (the feed's thread may record one just as a pass matches it)."""
+        self._drop_mistaken_externals()
         fresh = [e for e in book if e.broker_order_id not in live_broker_ids
                  and self.settled.get(e.broker_order_id) != (e.status, e.filled_qty)]
+        # Asked after the book was read: an order claimed since the live list was taken counts.
+        in_flight = bool(fresh) and Order.objects.filter(status=Status.SENT_TO_BROKER,
+                                                         broker_order_id__isnull=True).exists()
         for start in range(0, len(fresh), LOAD_BATCH):
             batch = fresh[start:start + LOAD_BATCH]
             ids = [e.broker_order_id for e in batch]
             commands = [e.client_order_id for e in batch if e.client_order_id]
-            ours = list(Order.objects.filter(Q(broker_order_id__in=ids) | Q(command_id__in=commands)))
-            by_id = {o.broker_order_id: o for o in ours if o.broker_order_id}
-            by_command = {o.command_id: o for o in ours}
-            self._drop_mistaken_externals([e.broker_order_id for e in batch if e.broker_order_id in by_id])
+            ours = list(Order.objects.filter(Q(broker_order_id__in=ids) | Q(command_id__in=commands))
+                        .values_list("pk", "broker_order_id", "command_id", "status", "filled_qty"))
+            by_id = {row[1]: row for row in ours if row[1]}
+            by_command = {row[2]: row for row in ours}
+            known = {x.broker_order_id: x for x in ExternalOrder.objects.filter(broker_order_id__in=ids)}
             for entry in batch:
-                order = by_id.get(entry.broker_order_id) or by_command.get(entry.client_order_id)
-                if order is not None and order.broker_order_id is None:
+                row = by_id.get(entry.broker_order_id) or by_command.get(entry.client_order_id)
+                done = False
+                if row is not None and row[1] is None:
                     # Still being adopted or recovered (above), unless the broker ended it unfilled
                     # and we failed it as unknown: then both agree and nothing is left to do.
-                    if order.status == Status.FAILED and _ended_at_broker(entry) and not entry.filled_qty:
-                        self.settled[entry.broker_order_id] = (entry.status, entry.filled_qty)
-                    continue
-                if order is None and in_flight and not entry.client_order_id:
-                    continue  # perhaps ours, still without its broker id: the next pass decides
-                if order is None or order.broker_order_id != entry.broker_order_id:
-                    if order is not None:  # our command id on a second broker order: never ours to follow
+                    done = row[3] == Status.FAILED and _ended_at_broker(entry) and not entry.filled_qty
+                elif row is None and in_flight and not entry.client_order_id:
+                    pass  # perhaps ours, still without its broker id: the next pass decides
+                elif row is None or row[1] != entry.broker_order_id:
+                    if row is not None:  # our command id on a second broker order: never ours to follow
                         log.error("broker order %s carries our command id %s but %s is its order: external",
-                                  entry.broker_order_id, order.command_id, order.broker_order_id)
-                    done = self._record_external(entry)
-                elif order.status == Status.FAILED:
+                                  entry.broker_order_id, row[2], row[1])
+                    done = self._record_external(entry, known.get(entry.broker_order_id))
+                elif row[3] == Status.FAILED and entry.filled_qty > row[4]:
+                    order = Order.objects.get(pk=row[0])
                     done = self._guarded(order, self._late_fill, order, entry)
                 else:
-                    done = order.status != Status.SENT_TO_BROKER
+                    done = row[3] != Status.SENT_TO_BROKER
                 if done:
                     self.settled[entry.broker_order_id] = (entry.status, entry.filled_qty)
 
-    def _drop_mistaken_externals(self, broker_ids: list[str]) -> None:
-        """Broker ids of ours that were taken for external orders (seen before our worker
-        stored them): their rows go, so nothing is counted twice."""
-        for start in range(0, len(broker_ids), LOAD_BATCH):
-            batch = broker_ids[start:start + LOAD_BATCH]
-            for broker_id in ExternalOrder.objects.filter(broker_order_id__in=batch).values_list(
-                    "broker_order_id", flat=True):
-                log.warning("external order %s is ours after all: dropped", broker_id)
-                ExternalOrder.objects.filter(broker_order_id=broker_id).delete()
+    def _drop_mistaken_externals(self) -> None:
+        """External rows whose broker id turned out to be an order of ours (seen before our
+        worker stored it): they go, so nothing is counted twice. One indexed semi-join."""
+        mistaken = list(ExternalOrder.objects.filter(
+            broker_order_id__in=Order.objects.filter(broker_order_id__isnull=False).values("broker_order_id"))
+            .values_list("pk", "broker_order_id"))
+        for _, broker_id in mistaken:
+            log.warning("external order %s is ours after all: dropped", broker_id)
+        if mistaken:
+            ExternalOrder.objects.filter(pk__in=[pk for pk, _ in mistaken]).delete()
 
-    def _record_external(self, entry: BookEntry) -> bool:
+    def _record_external(self, entry: BookEntry, known: ExternalOrder | None = None) -> bool:
         try:
-            external.record(entry)
+            external.record(entry, known=known)
         except Exception:  # noqa: BLE001 - tried again at the next pass
             log.exception("external order %s could not be recorded", entry.broker_order_id)
             return False
@@ -437,12 +440,14 @@ class OrderWatcher:
             return True  # no news
         log.warning("order %s: a late fill, %s after it went FAILED (%s)", order.command_id,
                     _fill_suffix(entry, order), order.tag)
-        if not lifecycle.late_fill(order, actor=ACTOR, filled_qty=entry.filled_qty, avg_price=entry.avg_price,
-                                   tag=_tag_with_fill(order.tag, entry, order), fill_id=entry.fill_id,
-                                   detail=f"late fill: {_fill_suffix(entry, order)} after FAILED"):
-            self._conflict(order, "lost a late fill to a concurrent writer")
-            return False
-        return True
+        if lifecycle.late_fill(order, actor=ACTOR, filled_qty=entry.filled_qty, avg_price=entry.avg_price,
+                               tag=_tag_with_fill(order.tag, entry, order), fill_id=entry.fill_id,
+                               detail=f"late fill: {_fill_suffix(entry, order)} after FAILED"):
+            return True
+        if _superseded(order, Status.FAILED, {"filled_qty": entry.filled_qty}):
+            return True  # the feed (or a pass) recorded the same fill first
+        self._conflict(order, "lost a late fill to a concurrent writer")
+        return False
 
     def _reconcile_positions_if_due(self, now) -> None:
         """orders.reconcile, right after the positions snapshot: at a lease's first pass when the
@@ -453,6 +458,9 @@ class OrderWatcher:
                 last = Reconciliation.objects.values_list("at", flat=True).first()
                 self.last_reconciled_at = last or now - timedelta(days=1)
                 window = settings.WATCHER_LEASE_TTL_S
+                # A difference the previous holder saw once waits for a second look.
+                self.recheck_positions = PositionDifference.objects.filter(
+                    resolved_at__isnull=True, confirmed_at__isnull=True).exists()
             else:
                 window = settings.RECONCILE_INTERVAL_S
             if not self.recheck_positions and (now - self.last_reconciled_at).total_seconds() < window:

@@ -4,6 +4,7 @@ one skips its tests with a message, in CI (CI=true) it fails them."""
 import json
 import os
 import secrets
+import time
 
 import pytest
 from django.db import connection
@@ -375,9 +376,19 @@ def pytest_runtest_call(item):
     result = yield
     if item.get_closest_marker("no_audit_check") or not (DB_FIXTURES & set(getattr(item, "fixturenames", ()))):
         return result
+    from django.db import connection
+
     from orders import audit
 
-    orders, positions = _verifiable()
-    checked = audit.verify(orders=orders, positions=positions)
+    if connection.needs_rollback:
+        return result  # the test ended inside a failed transaction on purpose: nothing to read
+    # The test's own processes may still be moving orders (they stop at fixture teardown): a
+    # mismatch that is gone a moment later was a read between two of their writes.
+    for _ in range(5):
+        orders, positions = _verifiable()
+        checked = audit.verify(orders=orders, positions=positions)
+        if checked.ok:
+            break
+        time.sleep(0.5)
     assert checked.ok, "the audit trail does not verify after this test:\n" + "\n".join(checked.mismatches[:20])
     return result

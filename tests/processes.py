@@ -100,6 +100,16 @@ def wait_for_executed(command_id: str, cluster: Cluster) -> tuple[Order, float]:
     pytest.fail(f"order {command_id} is {order.status} after {EXECUTED_TIMEOUT_S}s: {audit_trail(order)}")
 
 
+def wait_until(condition, timeout_s: float, what: str):
+    """condition()'s first true value, polled every 0.2 s; the test fails after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.2)
+    pytest.fail(f"not within {timeout_s}s: {what}")
+
+
 def run_together(n: int, target) -> list:
     """Call target(i) in n threads released at once; return the results (or exceptions) in order."""
     barrier = threading.Barrier(n)

@@ -199,21 +199,22 @@ def test_positions_show_last_price_unrealised_pnl_totals_and_the_reconciliation(
     from tests.factories import StrategyFactory
 
     alpha, beta = StrategyFactory(name="alpha"), StrategyFactory(name="beta")
-    Position.objects.create(strategy=alpha, exchange="NSE", symbol="SBIN-EQ", product="MIS", net_qty=10,
+    Position.objects.create(strategy=alpha, exchange="NSE", symbol="SBIN-EQ", product="NRML", net_qty=10,
                             avg_price=Decimal("800"), realized_pnl=Decimal("50"))
-    Position.objects.create(strategy=beta, exchange="NSE", symbol="SBIN-EQ", product="MIS", net_qty=5,
+    Position.objects.create(strategy=beta, exchange="NSE", symbol="SBIN-EQ", product="NRML", net_qty=5,
                             avg_price=Decimal("810"), realized_pnl=Decimal("0"))
-    Position.objects.create(strategy=beta, exchange="NSE", symbol="INFY-EQ", product="MIS", net_qty=-2,
+    Position.objects.create(strategy=beta, exchange="NSE", symbol="INFY-EQ", product="NRML", net_qty=-2,
                             avg_price=Decimal("1800"))
     now = timezone.now()
     for symbol, net, last in (("SBIN-EQ", 15, "815.50"), ("INFY-EQ", 0, "1790"), ("TCS-EQ", 3, "4100")):
-        BrokerPosition.objects.create(exchange="NSE", symbol=symbol, product="MIS", net_qty=net, net_avg_price=1,
+        BrokerPosition.objects.create(exchange="NSE", symbol=symbol, product="NRML", net_qty=net, net_avg_price=1,
                                       realized_pnl=0, unrealized_pnl=0, last_price=Decimal(last), taken_at=now)
     page = admin_client.get("/admin/orders/position/").content.decode()
     assert "155.00" in page  # alpha: (815.50 - 800) x 10
     assert "<td>alpha</td><td>50.00</td><td>155.00</td>" in page
     assert "<td>beta</td><td>0.00</td><td>47.50</td>" in page  # (815.50-810) x 5 + (1790-1800) x -2
     assert "<th>total</th><th>50.00</th><th>202.50</th>" in page
+    # Carried (NRML) positions count whole; MIS and CNC ones from today's fills only.
     rows = admin_client.get("/admin/reconciliation/").context["positions"]
     assert [(r["symbol"], r["ours_qty"], r["broker_qty"], r["external_qty"], r["difference"]) for r in rows] == [
         ("INFY-EQ", -2, 0, 0, 2), ("TCS-EQ", 0, 3, 0, 3), ("SBIN-EQ", 15, 15, 0, 0)]

@@ -127,12 +127,13 @@ def test_since_checks_only_the_orders_from_that_day_on(day):
 
 def test_it_runs_nightly_as_a_schedule():
     schedule = Schedule.objects.get(name="verify_audit")
-    assert (schedule.func, schedule.schedule_type, schedule.cron) == ("orders.tasks.verify_audit", "C", "45 23 * * *")
+    assert (schedule.func, schedule.schedule_type, schedule.cron) == ("orders.tasks.verify_audit", "C", "30 1 * * *")
 
 
 @pytest.mark.no_audit_check
 def test_the_nightly_run_tells_of_a_mismatch_and_health_shows_it(day, fake_telegram, client):
     assert tasks.verify_audit() == "3 orders, 1 positions, 0 mismatches"
+    assert AuditCheck.objects.get().since is not None  # the last AUDIT_VERIFY_DAYS days
     assert not Notification.objects.exists()
     sql("UPDATE orders_orderevent SET actor = 'someone else' WHERE order_id = %s", day["entry"].pk)
     assert tasks.verify_audit().endswith(" mismatches") and AuditCheck.objects.first().mismatches > 0

@@ -15,21 +15,12 @@ from django.utils import timezone
 from brokers.models import PaperOrder
 from orders.models import EventKind, Order, Status
 from orders.watcher import OrderWatcher
-from tests.processes import audit_trail
+from tests.processes import audit_trail, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True),
               pytest.mark.usefixtures("paper_instruments", "trading_day_began_an_hour_ago")]
 
 FAULTY = "tests.fault_broker.FaultBroker"
-
-
-def wait_until(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"not within {timeout_s}s: {what}")
 
 
 def kill_group(cluster) -> None:

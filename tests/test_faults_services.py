@@ -21,18 +21,9 @@ from orders.telegram_commands import UPDATES_LEASE
 from orders.watcher import LEASE_NAME
 from tests.factories import TEST_SECRET
 from tests.fake_telegram import CHAT_ID, TOKEN
-from tests.processes import audit_trail, command_line, descendants
+from tests.processes import audit_trail, command_line, descendants, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-def wait_until(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        time.sleep(0.2)
-    pytest.fail(f"not within {timeout_s}s: {what}")
 
 
 def holder_pid(lease_name: str) -> int | None:
@@ -122,7 +113,8 @@ def test_an_orderwatcher_killed_holding_its_leases_is_replaced_and_fills_keep_co
     # Within the lease TTL (5 s; at once here, as the holder's pid is gone on this machine).
     wait_until(lambda: all(holder_pid(name) == second.proc.pid for name in (FEED_NAME, UPDATES_LEASE)), 10,
                f"the second orderwatcher holds the feed and Telegram leases ({second.output()[-2000:]})")
-    assert holder_pid(LEASE_NAME) in (second.proc.pid, *descendants(workers.proc.pid))
+    wait_until(lambda: holder_pid(LEASE_NAME) in (second.proc.pid, *descendants(workers.proc.pid)), 10,
+               "a live process holds the watcher's lease")
     wait_until(lambda: Order.objects.get(command_id=after["command_id"]).status == Status.EXECUTED, 30,
                f"the second order EXECUTED ({audit_trail(Order.objects.get(command_id=after['command_id']))})")
     # A command sent to the bot is still answered, by the new reader.

@@ -34,9 +34,9 @@ def api(client):
     return client
 
 
-def send(post_alert, alert_body, run_queue, symbol="RELIANCE-EQ", qty=10, side="BUY") -> Order:
+def send(post_alert, alert_body, run_queue, symbol="RELIANCE-EQ", qty=10, side="BUY", **body) -> Order:
     response = post_alert(alert_body(legs=[{"symbol": symbol, "side": side, "qty": qty, "order_type": "MARKET",
-                                            "product": "MIS"}]))
+                                            "product": "MIS"}], **body))
     assert response.status_code == 201, response.content
     run_queue()
     return Order.objects.get(command_id=response.json()["orders"][0]["command_id"])
@@ -104,6 +104,12 @@ def test_a_broker_position_that_differs_from_ours_is_told_once_then_resolved(bro
     diff.refresh_from_db()
     assert diff.confirmed_at is not None and diff.resolved_at is None
     assert [d["symbol"] for d in api.get("/api/reconciliation/").json()["differences"]] == ["TCS-EQ"]
+    send(post_alert, alert_body, run_queue, symbol="TCS-EQ", qty=2, side="SELL", execution_type="EXIT")  # both move
+    watcher.poll_once()
+    watcher.poll_once()
+    [diff] = PositionDifference.objects.all()  # the same difference, its parts brought up to date
+    assert (diff.broker_qty, diff.ours_qty, diff.difference, diff.resolved_at) == (8, 1, 7, None)
+    assert Notification.objects.filter(text__contains="POSITIONS DIFFER").count() == 1
     health = api.get("/api/health/").json()
     assert health["reconciliation"]["differences"] == 1 and "position difference" in " ".join(health["reasons"])
     broker.shift_position("TCS-EQ", -7)

@@ -96,6 +96,7 @@ def test_an_exit_passes_beyond_the_daily_loss_limit(desk, limits):
     assert_passed(desk.exit("SELL", "RELIANCE-EQ", 10))
 
 
+@pytest.mark.no_audit_check  # fills written by hand
 def test_realised_losses_count_by_the_ist_trading_day(desk, limits, strategy):
     limits(daily_loss=Decimal(100))
     entry = bought(desk, "SBIN-EQ", 1)
@@ -168,6 +169,7 @@ def test_a_losing_exit_starts_a_cooldown_that_expires(desk, limits):
     assert_passed(desk.entry("BUY", "INFY-EQ", 1))
 
 
+@pytest.mark.no_audit_check  # orders failed by hand, out of the way
 def test_cooldown_after_n_losing_exits_in_a_row(desk, limits):
     limits(cooldown_min=30, cooldown_after_losses=2)
     for price in ("2940", "2930"):
@@ -207,6 +209,7 @@ def test_price_band_stops_a_fat_finger(desk, limits):
     assert_passed(desk.entry("BUY", "SBIN-EQ", 1))  # MARKET: no price to check
 
 
+@pytest.mark.no_audit_check  # orders backdated by hand
 def test_order_rate_counts_only_orders_not_blocked_at_intake(desk, limits):
     limits(max_orders_per_min=2, max_qty=100)
     assert_blocked(desk.entry("BUY", "TCS-EQ", 101), "RISK_BLOCKED:QTY_LIMIT qty 101 > 100")  # not counted
@@ -303,6 +306,7 @@ def test_set_limits_prints_the_resulting_limits_and_clears(strategy):
         call_command("set_limits", "--daily-loss", "-5")
 
 
+@pytest.mark.no_audit_check  # a day's history written by hand
 def test_intake_queries_stay_bounded_whatever_the_history(desk, limits, strategy, django_assert_max_num_queries):
     limits(daily_loss=Decimal(10**6), max_loss=Decimal(10**6), cooldown_min=5, max_qty=10**6,
            max_notional=Decimal(10**9), max_orders_per_min=10**6, max_positions=10**6, price_band_pct=Decimal(50))

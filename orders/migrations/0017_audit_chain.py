@@ -8,12 +8,12 @@ from django.db import migrations, models
 
 
 def schedule(apps, schema_editor):
-    # Nightly at 23:45 IST (Q_CLUSTER time_zone), long after the close.
+    # Nightly at 01:30 IST (Q_CLUSTER time_zone), after MCX's evening session too.
     now = datetime.now(ZoneInfo("Asia/Kolkata"))
-    first = now.replace(hour=23, minute=45, second=0, microsecond=0)
+    first = now.replace(hour=1, minute=30, second=0, microsecond=0)
     apps.get_model("django_q", "Schedule").objects.update_or_create(
         name="verify_audit",
-        defaults={"func": "orders.tasks.verify_audit", "schedule_type": "C", "cron": "45 23 * * *",
+        defaults={"func": "orders.tasks.verify_audit", "schedule_type": "C", "cron": "30 1 * * *",
                   "repeats": -1, "next_run": first if first > now else first + timedelta(days=1)})
 
 
