@@ -88,7 +88,8 @@ def test_intake_is_a_bounded_handful_of_queries(strategy, alert_body, post_alert
     # task (+ the test's savepoint pair)
     with django_assert_max_num_queries(13):
         assert post_alert(alert_body()).status_code == 201
-    with django_assert_max_num_queries(16):  # a blocked leg: its move to FAILED instead of a task
+    # a blocked leg: its move to FAILED (the audit head's read, the update, the audit row) instead of a task
+    with django_assert_max_num_queries(17):
         reply = post_alert(alert_body(execution_type="EXIT")).json()
     assert reply["orders"][0]["tag"] == "GUARD_BLOCKED:NO_POSITION"
     two_legs = [{"symbol": s, "side": "BUY", "qty": 1, "order_type": "MARKET", "product": "MIS"}
