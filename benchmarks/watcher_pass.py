@@ -92,6 +92,11 @@ def build_day(n_open: int, n_done: int):
     # A day that began hours ago: the orders were placed, and last changed, over the morning.
     PaperOrder.objects.filter(broker_order_id__in=[p.broker_order_id for p in paper]).update(
         placed_at=now - timedelta(hours=3), changed_at=now - timedelta(hours=2))
+    # The executed orders are written without their fills: a position reconciliation now would
+    # only report that (it runs in the passes as it falls due, as in production).
+    from orders.models import Reconciliation
+
+    Reconciliation.objects.create(at=now)
 
 
 def make_due(k: int):

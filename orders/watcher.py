@@ -14,7 +14,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from brokers.base import BookEntry, BookStatus
@@ -417,10 +417,11 @@ class OrderWatcher:
 
     def _drop_mistaken_externals(self) -> None:
         """External rows whose broker id turned out to be an order of ours (seen before our
-        worker stored it): they go, so nothing is counted twice. One indexed semi-join."""
-        mistaken = list(ExternalOrder.objects.filter(
-            broker_order_id__in=Order.objects.filter(broker_order_id__isnull=False).values("broker_order_id"))
-            .values_list("pk", "broker_order_id"))
+        worker stored it): they go, so nothing is counted twice."""
+        # EXISTS per external row (a day's handful), by Order's unique broker id: never a scan
+        # of the day's orders, which an IN (subquery) costs SQLite on every pass.
+        mistaken = list(ExternalOrder.objects.filter(Exists(Order.objects.filter(
+            broker_order_id=OuterRef("broker_order_id")))).values_list("pk", "broker_order_id"))
         for _, broker_id in mistaken:
             log.warning("external order %s is ours after all: dropped", broker_id)
         if mistaken:
