@@ -69,10 +69,11 @@ def positions(now=None) -> dict[tuple, Book]:
     return dict(books)
 
 
-def pnl(now=None) -> dict:
+def pnl(now=None, books: dict[tuple, Book] | None = None) -> dict:
     """The external bucket of the account P&L: realized from the fills, unrealized at the
-    broker's last prices (unknown where the broker's snapshot has none)."""
-    books = positions(now)
+    broker's last prices (unknown where the broker's snapshot has none). `books`: positions(),
+    if the caller has read them."""
+    books = positions(now) if books is None else books
     prices = {(p.exchange, p.symbol, p.product): p.last_price for p in BrokerPosition.objects.all()}
     realized = sum((b.realized_pnl for b in books.values()), Decimal(0))
     unrealized, unknown = Decimal(0), []

@@ -42,12 +42,13 @@ def ours(now=None) -> dict[tuple, int]:
     return net
 
 
-def figures(now=None) -> dict[tuple, tuple[int, int, int]]:
+def figures(now=None, books=None) -> dict[tuple, tuple[int, int, int]]:
     """(exchange, symbol, product) -> (broker, ours, external) net quantities, for every
-    instrument any of the three holds or held today."""
+    instrument any of the three holds or held today. `books`: external.positions(), if read."""
     broker = {(p.exchange, p.symbol, p.product): p.net_qty for p in BrokerPosition.objects.all()}
     mine = ours(now)
-    theirs = {key: book.net_qty for key, book in external.positions(now).items()}
+    books = external.positions(now) if books is None else books
+    theirs = {key: book.net_qty for key, book in books.items()}
     keys = sorted(set(broker) | set(mine) | set(theirs))
     return {key: (broker.get(key, 0), mine.get(key, 0), theirs.get(key, 0)) for key in keys}
 
@@ -102,12 +103,13 @@ def view(now=None) -> dict:
     bucket of the account P&L."""
     now = now or timezone.now()
     last = Reconciliation.objects.first()
+    books = external.positions(now)  # read once, for the table and the P&L bucket
     rows = [{"exchange": k[0], "symbol": k[1], "product": k[2], "broker_qty": b, "ours_qty": o, "external_qty": e,
-             "difference": b - o - e} for k, (b, o, e) in figures(now).items() if b or o or e]
+             "difference": b - o - e} for k, (b, o, e) in figures(now, books).items() if b or o or e]
     rows.sort(key=lambda r: (r["difference"] == 0, r["exchange"], r["symbol"]))  # differences first
     return {
         "last_reconciled_at": last.at if last else None,
         "positions": rows,
         "differences": list(PositionDifference.objects.filter(resolved_at__isnull=True, confirmed_at__isnull=False)),
-        "external_pnl": external.pnl(now),
+        "external_pnl": external.pnl(now, books),
     }
