@@ -457,12 +457,30 @@ class CpuMeter:
     def start(self):
         self.t0, self.machine0, self.stack0 = time.monotonic(), machine_busy_s(), process_cpu_s(self._pids())
 
-    def stop(self) -> tuple[float, float, float]:
-        """(seconds, stack CPU seconds, CPU seconds of everything else on the machine)"""
-        stack1, machine1 = process_cpu_s(self._pids()), machine_busy_s()
+    def stop(self) -> tuple[float, float, float, dict[str, float]]:
+        """(seconds, stack CPU seconds, CPU seconds of everything else on the machine, stack
+        CPU seconds by role)"""
+        pids = self._pids()
+        stack1, machine1 = process_cpu_s(pids), machine_busy_s()
         wall = time.monotonic() - self.t0
-        stack = sum(v - self.stack0.get(pid, 0.0) for pid, v in stack1.items())
-        return wall, stack, max(0.0, machine1 - self.machine0 - stack)
+        roles: dict[str, float] = {}
+        for pid, v in stack1.items():
+            role = process_role(pid, self.probe.backend)
+            roles[role] = roles.get(role, 0.0) + v - self.stack0.get(pid, 0.0)
+        stack = sum(roles.values())
+        return wall, stack, max(0.0, machine1 - self.machine0 - stack), roles
+
+
+ROLES = (("gunicorn", "web"), ("qcluster", "queue"), ("orderwatcher", "watcher"), ("postgres", "postgres"))
+
+
+def process_role(pid: int, backend: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().decode(errors="replace")
+    except OSError:
+        return "other"
+    return next((role for word, role in ROLES if word in argv), "postgres" if backend == "postgres" else "other")
 
 
 class Sampler(threading.Thread):
@@ -717,13 +735,16 @@ def print_backend(r: dict, clients: int):
         print("   first errors: " + " | ".join(load.first_errors))
     print(f"   latency ms: p50 {p50:.1f}  p90 {p90:.1f}  p99 {p99:.1f}  max {max(load.latencies, default=0):.1f}"
           f"   (p99/p50 {p99 / p50:.1f}x)")
-    cpu_wall, stack_cpu, other_cpu = r["cpu"]
+    cpu_wall, stack_cpu, other_cpu, roles = r["cpu"]
     other_cpu = max(0.0, other_cpu - r["client_cpu"])
     print(f"   CPU during the load ({os.cpu_count()} cores = {os.cpu_count() * 100}%): stack {stack_cpu / cpu_wall * 100:.0f}% "
           f"({stack_cpu / max(1, load.accepted) * 1000:.1f} ms per accepted alert, web + queue + workers + watcher"
           f"{' + PostgreSQL' if r['backend'] == 'postgres' else ''}), this client {r['client_cpu'] / cpu_wall * 100:.0f}% "
           f"({r['client_cpu'] / max(1, load.accepted + load.blocked) * 1e6:.0f} us per request), "
           f"everything else on the machine {other_cpu / cpu_wall * 100:.0f}%")
+    print("   stack CPU by process: " + ", ".join(
+        f"{role} {cpu / cpu_wall * 100:.0f}% ({cpu / max(1, load.accepted) * 1000:.1f} ms/alert)"
+        for role, cpu in sorted(roles.items(), key=lambda kv: -kv[1])))
     print(f"sequential, 1 client: p50 {r['seq_p50']:.1f} ms")
     print(f"keep-alive: reused connection p50 {r['stall_reused']:.1f} ms, fresh connection p50 {r['stall_fresh']:.1f} ms"
           f" -> {'STALL' if stall else 'no stall'}")

@@ -91,32 +91,14 @@ def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes
     if "filled_qty" in changes:
         # The position takes the fill increment from this copy's filled_qty: a stale copy must lose.
         extra_filter = dict(extra_filter, filled_qty=order.filled_qty)
+    cas = dict(pk=order.pk, status=order.status, broker_order_id=order.broker_order_id, **extra_filter)
     with transaction.atomic():
-        # The row's audit head and state, locked until the commit: the event links after the
-        # last one and records the state as it will be, and the copy takes what this change
-        # leaves alone from the row (a stale copy must not hide a cancel request, or price a
-        # fill from an old average). FOR NO KEY UPDATE, as the UPDATE itself takes: rows that
-        # reference the order (a modification, a fill) may still be inserted meanwhile, so two
-        # requests for one order never deadlock. SQLite's IMMEDIATE transactions already admit
-        # one writer at a time.
-        current = (Order.objects.select_for_update(no_key=True).filter(pk=order.pk)
-                   .values("audit_head", "tag_family", "tag_code", *STATE_FIELDS).first())
-        if current is None:
-            return False
-        event = OrderEvent(order=order, kind=kind, from_status=order.status, to_status=to,
-                           tag=update.get("tag", current["tag"]), actor=actor, detail=detail, at=now,
-                           broker_order_id=update.get("broker_order_id", current["broker_order_id"]),
-                           filled_qty=update.get("filled_qty", current["filled_qty"]))
-        update["audit_head"] = audit.seal(event, order.command_id, current.pop("audit_head"))
-        # Compare-and-set on what the caller's decision rests on: the status and the broker id
-        # (a stale copy without an id must not fail an order a worker has since given one).
-        won = Order.objects.filter(when or Q(), pk=order.pk, status=order.status,
-                                   broker_order_id=order.broker_order_id, **extra_filter).update(**update)
-        if not won:
+        event = _set_if_unchanged(order, to, update, cas, when, kind=kind, actor=actor, detail=detail, at=now)
+        if event is None:
+            event = _set_after_lock(order, to, update, cas, when, kind=kind, actor=actor, detail=detail, at=now)
+        if event is None:
             log.info("order %s: lost %s %s->%s to a concurrent writer", order.command_id, kind, order.status, to)
             return False
-        for field, value in current.items():
-            setattr(order, field, value)
         if "filled_qty" in changes:
             apply_fill(order, changes["filled_qty"], changes.get("avg_price", order.avg_price), fill_id or None)
         event.save()
@@ -129,6 +111,56 @@ def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes
         transaction.on_commit(lambda: log.info(*line))
         events.on_commit(events.order_event, Order, order=_copy(order), event=event)
     return True
+
+
+def _event(order: Order, to: str, update: dict, state: dict, **fields) -> OrderEvent:
+    """The event of this change, with the state it leaves (`state`: the row's state before)."""
+    return OrderEvent(order=order, from_status=order.status, to_status=to, tag=update.get("tag", state["tag"]),
+                      broker_order_id=update.get("broker_order_id", state["broker_order_id"]),
+                      filled_qty=update.get("filled_qty", state["filled_qty"]), **fields)
+
+
+def _set_if_unchanged(order: Order, to: str, update: dict, cas: dict, when: Q | None, **fields) -> OrderEvent | None:
+    """The common case in one statement: the row still has the copy's audit head, so nothing
+    has changed it since the copy was read (the row is immutable but for this module, and
+    every change here moves the head), and one UPDATE both checks that and makes the change.
+    None when the copy is stale (or carries no head): the caller then locks and reads the row.
+    Measured on PostgreSQL (the submission and fill paths, in process): the read before the
+    UPDATE was one of 4 statements per move."""
+    head = order.__dict__.get("audit_head")
+    if head is None:
+        return None
+    state = {"tag": order.tag, "broker_order_id": order.broker_order_id, "filled_qty": order.filled_qty}
+    event = _event(order, to, update, state, **fields)
+    new_head = audit.seal(event, order.command_id, head)
+    if not Order.objects.filter(when or Q(), audit_head=head, **cas).update(**update, audit_head=new_head):
+        return None
+    update["audit_head"] = new_head
+    return event
+
+
+def _set_after_lock(order: Order, to: str, update: dict, cas: dict, when: Q | None, **fields) -> OrderEvent | None:
+    """The change made against the row as it is: its audit head and state locked until the
+    commit, the event linked after the last one, and the copy refreshed with what this change
+    leaves alone (a stale copy must not hide a cancel request, or price a fill from an old
+    average). FOR NO KEY UPDATE, as the UPDATE itself takes: rows that reference the order (a
+    modification, a fill) may still be inserted meanwhile, so two requests for one order never
+    deadlock. SQLite's IMMEDIATE transactions already admit one writer at a time. The
+    compare-and-set is on what the caller's decision rests on: the status and the broker id (a
+    stale copy without an id must not fail an order a worker has since given one). None: the
+    row is gone or the compare-and-set lost."""
+    current = (Order.objects.select_for_update(no_key=True).filter(pk=order.pk)
+               .values("audit_head", "tag_family", "tag_code", *STATE_FIELDS).first())
+    if current is None:
+        return None
+    event = _event(order, to, update, current, **fields)
+    new_head = audit.seal(event, order.command_id, current.pop("audit_head"))
+    if not Order.objects.filter(when or Q(), **cas).update(**update, audit_head=new_head):
+        return None
+    update["audit_head"] = new_head
+    for field, value in current.items():
+        setattr(order, field, value)
+    return event
 
 
 def _copy(order: Order) -> Order:

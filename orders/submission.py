@@ -6,6 +6,7 @@ for the watcher to resolve from the order book; it is never sent again blindly.
 """
 
 import logging
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -24,6 +25,11 @@ log = logging.getLogger("orderdesk.submission")
 
 ACTOR = "worker"
 STALE_TAG = "GUARD_BLOCKED:STALE_ORDER"
+# A watcher seen holding its lease is taken to hold it this long: one lease read per order
+# was one of 18 statements of a submission. A watcher that dies meanwhile leaves its orders
+# to the next check, its successor or the schedule (WATCHER_LEASE_TTL_S is longer).
+WATCHER_SEEN_FOR_S = 5.0
+_watcher_seen_at: float | None = None
 
 
 def place_on_broker(broker: Broker, order: Order) -> PlaceResult:
@@ -60,7 +66,8 @@ def place_on_broker(broker: Broker, order: Order) -> PlaceResult:
 
 def submit_order(command_id: str) -> str:
     """Returns what happened, for the task log: claimed-and-sent, or why nothing was done."""
-    order = Order.objects.filter(command_id=command_id).first()
+    # With its strategy: market protection reads the strategy's own percentage.
+    order = Order.objects.select_related("strategy").filter(command_id=command_id).first()
     if order is None:
         log.error("submit: no order %s", command_id)
         return "missing"
@@ -122,6 +129,18 @@ def submit_order(command_id: str) -> str:
         lifecycle.annotate(order, kind=EventKind.BROKER_IN_DOUBT, actor=ACTOR,
                            tag=f"BROKER_IN_DOUBT:{result.message}")
         outcome = "in doubt"
-    if not watcher_running():
-        enqueue_watcher()
+    _follow_up()
     return outcome
+
+
+def _follow_up() -> None:
+    """A watcher follows the order from here: start one unless one was seen running lately."""
+    global _watcher_seen_at
+    now = time.monotonic()
+    if _watcher_seen_at is not None and now - _watcher_seen_at < WATCHER_SEEN_FOR_S:
+        return
+    if watcher_running():
+        _watcher_seen_at = now
+    else:
+        _watcher_seen_at = None
+        enqueue_watcher()

@@ -73,6 +73,7 @@ def _fast_pipeline(settings):
     """Paper fills at once unless a test says otherwise, and a broker object of the test's own
     (the paper broker remembers the book it read, as a process does over a day)."""
     from brokers import registry
+    from orders import submission
     from risk import limits
 
     settings.PAPER_FILL_DELAY_S = 0
@@ -81,6 +82,7 @@ def _fast_pipeline(settings):
     # What the risk limits keep between intakes: a rolled-back test's ids come round again.
     limits._fill_figures.clear()
     limits._limits_cache.clear()
+    submission._watcher_seen_at = None  # a watcher seen running by an earlier test
 
 
 @pytest.fixture(autouse=True)

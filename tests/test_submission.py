@@ -248,3 +248,17 @@ def test_an_invalid_broker_session_fails_the_order_with_its_message(monkeypatch)
     assert submit_order(order.command_id) == "session invalid"
     order.refresh_from_db()
     assert (order.status, order.tag) == ("FAILED", "BROKER_SESSION:Session Expired :  Invalid Session Key")
+
+
+def test_a_watcher_seen_running_is_not_asked_for_again_for_a_few_seconds(monkeypatch):
+    from orders import submission
+
+    WatcherLease.objects.update_or_create(name=LEASE_NAME, defaults={
+        "owner": "task:elsewhere", "expires_at": timezone.now() + timedelta(seconds=30)})
+    assert submit_order(OrderFactory().command_id) == "accepted"
+    WatcherLease.objects.all().delete()  # it died just now
+    assert submit_order(OrderFactory().command_id) == "accepted"
+    assert queued_funcs() == []  # taken as running: its lease outlives the memory
+    monkeypatch.setattr(submission, "WATCHER_SEEN_FOR_S", 0.0)
+    assert submit_order(OrderFactory().command_id) == "accepted"
+    assert queued_funcs() == [WATCH_TASK]
