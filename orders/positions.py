@@ -61,19 +61,24 @@ def apply_fill(order: Order, filled_qty: int, avg_price: Decimal | None, broker_
         # (risk.limits.read_figures). SQLite's IMMEDIATE transactions already admit one writer.
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT id FROM {STRATEGIES} WHERE id = %s FOR UPDATE", [order.strategy_id])
-    position, _ = Position.objects.select_for_update().get_or_create(
-        strategy_id=order.strategy_id, exchange=order.exchange, symbol=order.symbol, product=order.product)
-    # Decimal(): a row get_or_create just made still holds the int defaults.
-    book = Book(position.net_qty, Decimal(position.avg_price), Decimal(position.realized_pnl)).add(
-        qty if order.side == Side.BUY else -qty, price)
+    key = dict(strategy_id=order.strategy_id, exchange=order.exchange, symbol=order.symbol, product=order.product)
+    position = Position.objects.select_for_update().filter(**key).first()
+    before = Book() if position is None else Book(position.net_qty, position.avg_price, position.realized_pnl)
+    book = before.add(qty if order.side == Side.BUY else -qty, price)
     now = timezone.now()
-    Position.objects.filter(pk=position.pk).update(
-        net_qty=book.net_qty, avg_price=book.avg_price, realized_pnl=book.realized_pnl, updated_at=now)
+    figures = dict(net_qty=book.net_qty, avg_price=book.avg_price, realized_pnl=book.realized_pnl, updated_at=now)
+    if position is None:
+        # Inserted with its figures, no get_or_create (a savepoint and an UPDATE more): nobody
+        # else can create it meanwhile, as every fill of this strategy waits for the strategy's
+        # lock above (SQLite: for the one writer) until this commits.
+        Position.objects.create(**key, **figures)
+    else:
+        Position.objects.filter(pk=position.pk).update(**figures)
     Fill.objects.create(order=order, strategy_id=order.strategy_id, qty=qty, price=price,
-                        cum_qty=filled_qty, realized_pnl=book.realized_pnl - Decimal(position.realized_pnl),
+                        cum_qty=filled_qty, realized_pnl=book.realized_pnl - before.realized_pnl,
                         execution_type=order.execution_type, broker_fill_id=broker_fill_id, at=now)
     log.info("position %s %s:%s %s %+d -> %+d", order.strategy_id, order.exchange, order.symbol, order.product,
-             position.net_qty, book.net_qty)
+             before.net_qty, book.net_qty)
 
 
 def positions_from_orders() -> dict[tuple, Book]:

@@ -6,14 +6,16 @@ import os
 import subprocess
 import sys
 import threading
+from decimal import Decimal
 
 import pytest
 from django.test import Client
 
 from brokers.models import PaperOrder
-from orders.models import Alert, EventKind, Order, Status
+from orders import lifecycle
+from orders.models import Alert, EventKind, Fill, Order, Position, Status
 from orders.submission import submit_order
-from tests.factories import OrderFactory
+from tests.factories import OrderFactory, RegisteredOrderFactory, StrategyFactory
 from tests.processes import BASE_DIR, database_url, run_together
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -129,3 +131,19 @@ def test_duplicate_alert_id_race_registers_once(paper_instruments, strategy, ale
     assert sorted(Order.objects.values_list("command_id", flat=True)) == sorted(ids)
     assert {(e.order.command_id, e.kind) for e in
             Order.objects.get(command_id=ids[0]).events.all()} == {(ids[0], EventKind.CREATED)}
+
+
+def test_first_fills_of_one_new_position_at_once_make_one_row_with_every_fill():
+    """apply_fill inserts a missing position without get_or_create: the strategy's row lock
+    makes concurrent first fills of one position queue, never collide."""
+    strategy = StrategyFactory(name="demo")
+    orders = [RegisteredOrderFactory(strategy=strategy, status=Status.SENT_TO_BROKER, broker_order_id=f"B{i}",
+                                     symbol="SBIN-EQ", side="BUY", qty=i + 1) for i in range(6)]
+
+    def fill(i):
+        order = Order.objects.get(pk=orders[i].pk)
+        return lifecycle.move(order, Status.EXECUTED, actor="watcher", filled_qty=order.qty, avg_price=Decimal(100 + i))
+
+    assert run_together(len(orders), fill) == [True] * len(orders)
+    assert Position.objects.get(strategy=strategy, symbol="SBIN-EQ").net_qty == sum(o.qty for o in orders) == 21
+    assert Fill.objects.filter(strategy=strategy).count() == len(orders)
