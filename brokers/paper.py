@@ -4,6 +4,7 @@ whole pipeline with no account, and can be told per instrument to misbehave."""
 import logging
 import secrets
 import time
+from contextlib import nullcontext
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
@@ -128,7 +129,9 @@ class PaperBroker(Broker):
         for attempt in range(ID_ATTEMPTS):
             # Noren-like numeric ids; a random one can collide with another of the same day.
             try:
-                with transaction.atomic():
+                # A savepoint only inside a caller's transaction: in autocommit a failed INSERT
+                # leaves the connection usable, and BEGIN/COMMIT were two statements of every place.
+                with transaction.atomic() if connection.in_atomic_block else nullcontext():
                     order = PaperOrder.objects.create(broker_order_id=_new_broker_order_id(now), **fields)
                 break
             except IntegrityError:

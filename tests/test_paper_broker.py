@@ -1,9 +1,11 @@
 """The paper broker on its own: placement, the order book over time, switches, positions."""
 
+from contextlib import nullcontext
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from brokers import paper
@@ -70,11 +72,16 @@ def test_timeout_on_place_records_the_order_then_raises_in_doubt():
     assert entry.client_order_id == "lost-reply"
 
 
-def test_a_colliding_broker_order_id_is_drawn_again(monkeypatch):
+@pytest.mark.parametrize("in_transaction", [False, True], ids=["autocommit", "in a transaction"])
+def test_a_colliding_broker_order_id_is_drawn_again(paper_instruments, monkeypatch, in_transaction):
+    """In autocommit the failed INSERT needs no savepoint; in a caller's transaction it must
+    not break the transaction."""
     ids = iter(["X1", "X1", "X2"])
     monkeypatch.setattr(paper, "_new_broker_order_id", lambda now: next(ids))
     broker = PaperBroker()
-    assert [broker.place(request()).broker_order_id for _ in range(2)] == ["X1", "X2"]
+    with transaction.atomic() if in_transaction else nullcontext():
+        assert [broker.place(request()).broker_order_id for _ in range(2)] == ["X1", "X2"]
+    assert sorted(PaperOrder.objects.values_list("broker_order_id", flat=True)) == ["X1", "X2"]
 
 
 def test_positions_net_qty_average_and_pnl():
