@@ -1,7 +1,8 @@
 """The one place an order's state changes.
 
 Every change is a compare-and-set UPDATE (`WHERE id = … AND status = <expected> AND
-broker_order_id = <expected>`) plus its OrderEvent row and a log line, in one transaction.
+broker_order_id = <expected>`, and on a current copy `AND audit_head = <the copy's>`, which
+spares reading the row first) plus its OrderEvent row and a log line, in one transaction.
 A function returns True when it won and False when another writer got there first (the
 caller then does nothing).
 """

@@ -394,3 +394,30 @@ def pytest_runtest_call(item):
         time.sleep(0.5)
     assert checked.ok, "the audit trail does not verify after this test:\n" + "\n".join(checked.mismatches[:20])
     return result
+
+
+class _DataStatements:
+    """SELECT/INSERT/UPDATE/DELETE statements run on the default connection within the block,
+    by kind; transaction control (BEGIN, COMMIT, savepoints) is left out, as it differs
+    inside a test's own transaction."""
+
+    def __enter__(self):
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        self._captured = CaptureQueriesContext(connection).__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._captured.__exit__(*exc)
+        self.by_kind: dict[str, int] = {}
+        for query in self._captured.captured_queries:
+            kind = query["sql"].lstrip().split(" ", 1)[0].upper()
+            if kind in ("SELECT", "INSERT", "UPDATE", "DELETE"):
+                self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+        self.sql = [q["sql"] for q in self._captured.captured_queries]
+
+
+@pytest.fixture
+def data_statements():
+    return _DataStatements

@@ -4,6 +4,7 @@ watcher keeps (BrokerPosition)."""
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from brokers import paper
@@ -361,3 +362,19 @@ def test_snapshot_is_account_wide_not_per_strategy(desk, other, strategy):
 def test_snapshot_of_an_empty_book(desk):
     desk.watch()
     assert not BrokerPosition.objects.exists()
+
+
+@pytest.mark.parametrize("position_exists", [False, True], ids=["first fill", "a position already held"])
+def test_a_fill_is_a_handful_of_statements(data_statements, position_exists):
+    """The move (one UPDATE on a current copy), the position (read, then INSERT or UPDATE),
+    the fill and the event; on PostgreSQL also the strategy's lock."""
+    strategy = StrategyFactory()
+    if position_exists:
+        filled(5, "100", strategy=strategy)
+    order = sent(qty=10, strategy=strategy)
+    with data_statements() as counted:
+        assert lifecycle.move(order, Status.EXECUTED, actor="watcher", filled_qty=10, avg_price=D("100")) is True
+    lock = 1 if connection.vendor == "postgresql" else 0
+    assert counted.by_kind == {"SELECT": 1 + lock, "UPDATE": 1 + position_exists,
+                               "INSERT": 3 - position_exists}, counted.sql
+    assert book(strategy)[0] == 10 + 5 * position_exists

@@ -262,3 +262,15 @@ def test_a_watcher_seen_running_is_not_asked_for_again_for_a_few_seconds(monkeyp
     monkeypatch.setattr(submission, "WATCHER_SEEN_FOR_S", 0.0)
     assert submit_order(OrderFactory().command_id) == "accepted"
     assert queued_funcs() == [WATCH_TASK]
+
+
+def test_a_submission_is_eight_statements_with_the_watcher_running(data_statements):
+    """Load the order with its strategy; claim (UPDATE, event); the paper broker's two reads and
+    its INSERT; the broker id (UPDATE, event). The watcher's lease was read by the one before."""
+    WatcherLease.objects.update_or_create(name=LEASE_NAME, defaults={
+        "owner": "task:elsewhere", "expires_at": timezone.now() + timedelta(seconds=30)})
+    assert submit_order(OrderFactory(symbol="SBIN-EQ").command_id) == "accepted"
+    order = OrderFactory(symbol="RELIANCE-EQ")
+    with data_statements() as counted:
+        assert submit_order(order.command_id) == "accepted"
+    assert counted.by_kind == {"SELECT": 3, "UPDATE": 2, "INSERT": 3}, counted.sql
