@@ -233,30 +233,24 @@ def test_stale_copy_without_broker_id_cannot_fail_an_order_that_got_one():
     assert [e[0] for e in trail(order)] == ["BROKER_ACCEPTED"]
 
 
-def _order_statements(captured) -> list[str]:
+def _order_statements(counted) -> list[str]:
     """The statements on the orders table (SELECT … FOR NO KEY UPDATE on PostgreSQL is a SELECT)."""
-    return [q["sql"].split(" ", 1)[0] for q in captured.captured_queries if '"orders_order"' in q["sql"].split(" WHERE ")[0]]
+    return [sql.split(" ", 1)[0] for sql in counted.sql if '"orders_order"' in sql.split(" WHERE ")[0]]
 
 
-def test_a_current_copy_moves_in_one_update_that_checks_its_audit_head():
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
+def test_a_current_copy_moves_in_one_update_that_checks_its_audit_head(data_statements):
     from tests.factories import RegisteredOrderFactory
 
     order = RegisteredOrderFactory(status=S.CREATED)
     head = order.audit_head
-    with CaptureQueriesContext(connection) as captured:
+    with data_statements() as counted:
         assert move(order, S.SENT_TO_BROKER, actor="worker") is True
-    assert _order_statements(captured) == ["UPDATE"]  # no read of the row before it
+    assert _order_statements(counted) == ["UPDATE"]  # no read of the row before it
     assert db_row(order)["audit_head"] == order.audit_head != head
     assert order.events.latest("id").prev_hash == head
 
 
-def test_a_copy_stale_in_what_the_move_leaves_alone_reads_the_row_and_takes_its_state():
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
+def test_a_copy_stale_in_what_the_move_leaves_alone_reads_the_row_and_takes_its_state(data_statements):
     from tests.factories import RegisteredOrderFactory
 
     order = RegisteredOrderFactory(status=S.CREATED)
@@ -264,9 +258,9 @@ def test_a_copy_stale_in_what_the_move_leaves_alone_reads_the_row_and_takes_its_
     stale = Order.objects.get(pk=order.pk)
     assert annotate(order, kind=EventKind.FILL, actor="watcher", filled_qty=4, avg_price="10") is True
     # Same status and broker id: the stale copy still wins, from the row's state, not its own.
-    with CaptureQueriesContext(connection) as captured:
+    with data_statements() as counted:
         assert annotate(stale, kind=EventKind.BROKER_IN_DOUBT, actor="worker", tag="BROKER_IN_DOUBT:timeout") is True
-    assert _order_statements(captured) == ["UPDATE", "SELECT", "UPDATE"]
+    assert _order_statements(counted) == ["UPDATE", "SELECT", "UPDATE"]
     assert (stale.filled_qty, stale.avg_price) == (4, 10)
     last = order.events.latest("id")
     assert (last.kind, last.filled_qty, last.prev_hash) == (EventKind.BROKER_IN_DOUBT, 4, order.audit_head)
