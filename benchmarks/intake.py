@@ -390,6 +390,7 @@ def breakdown(caller, k: int):
     from django_q import tasks as q_tasks
     from django_q.signing import SignedPackage
 
+    from orderdesk import statements
     from orders import lifecycle, services, webhook
     from orders.models import Strategy
 
@@ -400,13 +401,15 @@ def breakdown(caller, k: int):
     patch(WSGIHandler, "__call__", "WSGI + middleware + DRF + response (the rest)")
     for name in ("parse_json", "validate_alert", "redacted", "intake_response", "sender_ip", "read_body"):
         patch(webhook, name, f"webhook.{name}")
-    patch(Strategy, "authenticate", "Strategy.authenticate: ORM SELECT + sha256", static=True)
+    patch(Strategy, "authenticate", "Strategy.authenticate: SELECT + sha256", static=True)
     patch(services, "_register", "services._register: own Python")
     patch(services, "evaluate", "blockers.evaluate")
     patch(services, "enqueue_submissions", "enqueue_submissions/async_task: own Python")
     patch(lifecycle, "register", "lifecycle.register: own Python, hashes + log line")
     patch(QuerySet, "create", lambda a: f"ORM {a[0].model.__name__}.objects.create")
     patch(QuerySet, "bulk_create", lambda a: f"ORM {a[0].model.__name__}.objects.bulk_create")
+    patch(statements, "insert", lambda a: f"statements.insert {type(a[0]).__name__}")
+    patch(statements, "first", lambda a: f"statements.first {a[0].__name__}")
     patch(q_tasks, "get_broker", "django_q get_broker")
     patch(SignedPackage, "dumps", "django_q SignedPackage.dumps (pickle + sign)", static=True)
     patch(SQLiteCursorWrapper, "execute", sql_label)
@@ -419,7 +422,7 @@ def breakdown(caller, k: int):
         status, ms = caller.post("/api/webhook/", alert_body(f"tv-brk-{i:08d}", 1, symbols=[f"BRK{i}-EQ"]))
         totals.append(ms)
     print(f"\nexclusive wall time per 1-leg intake, {k} requests (mean {statistics.fmean(totals):.3f} ms; "
-          "ORM rows exclude the sqlite3 execute rows):")
+          "ORM and statements rows exclude the sqlite3 execute rows):")
     for name, ns in sorted(acc.items(), key=lambda kv: -kv[1]):
         print(f"  {ns / k / 1e6:7.3f} ms  {calls[name] / k:4.1f}/req  {name}")
 

@@ -15,6 +15,8 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from orderdesk import statements
+
 from . import instruments
 from .base import (
     BookEntry,
@@ -132,7 +134,8 @@ class PaperBroker(Broker):
                 # A savepoint only inside a caller's transaction: in autocommit a failed INSERT
                 # leaves the connection usable, and BEGIN/COMMIT were two statements of every place.
                 with transaction.atomic() if connection.in_atomic_block else nullcontext():
-                    order = PaperOrder.objects.create(broker_order_id=_new_broker_order_id(now), **fields)
+                    order = PaperOrder(broker_order_id=_new_broker_order_id(now), **fields)
+                    statements.insert(order)
                 break
             except IntegrityError:
                 if attempt == ID_ATTEMPTS - 1:

@@ -14,6 +14,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from orderdesk import statements
+
 from . import audit, events
 from .models import TERMINAL_STATUSES, EventKind, Order, OrderEvent, Status, tag_parts
 from .positions import apply_fill
@@ -102,7 +104,7 @@ def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes
             return False
         if "filled_qty" in changes:
             apply_fill(order, changes["filled_qty"], changes.get("avg_price", order.avg_price), fill_id or None)
-        event.save()
+        statements.insert(event)
         line = ("order %s %s %s->%s tag=%r actor=%s %s",
                 order.command_id, kind, order.status, to, event.tag, actor, detail)
         for field, value in update.items():
@@ -134,7 +136,12 @@ def _set_if_unchanged(order: Order, to: str, update: dict, cas: dict, when: Q | 
     state = {"tag": order.tag, "broker_order_id": order.broker_order_id, "filled_qty": order.filled_qty}
     event = _event(order, to, update, state, **fields)
     new_head = audit.seal(event, order.command_id, head)
-    if not Order.objects.filter(when or Q(), audit_head=head, **cas).update(**update, audit_head=new_head):
+    where = dict(cas, audit_head=head)
+    if when is None and not any("__" in name for name in where):
+        changed = statements.update(Order, dict(update, audit_head=new_head), **where)
+    else:  # a condition beyond plain equalities (the claim's kill switch, a recovery's tag)
+        changed = Order.objects.filter(when or Q(), **where).update(**update, audit_head=new_head)
+    if not changed:
         return None
     update["audit_head"] = new_head
     return event
@@ -233,10 +240,10 @@ def register(orders: list[Order], actor: str, notes: list[str] | None = None) ->
                            at=o.created_at, detail=note, broker_order_id=None, filled_qty=0)
         o.audit_head = audit.seal(event, o.command_id, "", o)
         created.append(event)
-    orders = Order.objects.bulk_create(orders)
+    statements.insert(*orders)
     for o, event in zip(orders, created, strict=True):
         event.order = o
-    OrderEvent.objects.bulk_create(created)
+    statements.insert(*created)
     for o in orders:
         log.info("order %s CREATED leg=%s%s %s %s %s actor=%s", o.command_id, o.leg,
                  f" slice={o.slice}" if o.slice > 1 else "", o.side, o.qty, o.symbol, actor)

@@ -16,6 +16,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.deconstruct import deconstructible
 
+from orderdesk import statements
 from orderdesk.network import validate_networks
 
 
@@ -201,8 +202,7 @@ class Strategy(models.Model):
     @staticmethod
     def authenticate(name, secret) -> "Strategy | None":
         """The strategy if `secret` is its secret; constant time whether or not it exists."""
-        found = list(Strategy.objects.filter(name=name)[:1]) if _storable(name) else []
-        strategy = found[0] if found else None
+        strategy = statements.first(Strategy, name=name) if _storable(name) else None
         expected = strategy.secret_digest if strategy else _DUMMY_DIGEST
         given = secret_digest(secret) if _storable(secret) else ""
         if hmac.compare_digest(expected, given) and strategy is not None:

@@ -13,6 +13,7 @@ from django.db import connection
 from django.utils import timezone
 
 from brokers.base import add_fill
+from orderdesk import statements
 
 from .models import Fill, Order, Position, Side, Strategy
 
@@ -62,7 +63,7 @@ def apply_fill(order: Order, filled_qty: int, avg_price: Decimal | None, broker_
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT id FROM {STRATEGIES} WHERE id = %s FOR UPDATE", [order.strategy_id])
     key = dict(strategy_id=order.strategy_id, exchange=order.exchange, symbol=order.symbol, product=order.product)
-    position = Position.objects.select_for_update().filter(**key).first()
+    position = statements.first(Position, lock=True, **key)
     before = Book() if position is None else Book(position.net_qty, position.avg_price, position.realized_pnl)
     book = before.add(qty if order.side == Side.BUY else -qty, price)
     now = timezone.now()
@@ -71,12 +72,12 @@ def apply_fill(order: Order, filled_qty: int, avg_price: Decimal | None, broker_
         # Inserted with its figures, no get_or_create (a savepoint and an UPDATE more): nobody
         # else can create it meanwhile, as every fill of this strategy waits for the strategy's
         # lock above (SQLite: for the one writer) until this commits.
-        Position.objects.create(**key, **figures)
+        statements.insert(Position(**key, **figures))
     else:
-        Position.objects.filter(pk=position.pk).update(**figures)
-    Fill.objects.create(order=order, strategy_id=order.strategy_id, qty=qty, price=price,
-                        cum_qty=filled_qty, realized_pnl=book.realized_pnl - before.realized_pnl,
-                        execution_type=order.execution_type, broker_fill_id=broker_fill_id, at=now)
+        statements.update(Position, figures, pk=position.pk)
+    statements.insert(Fill(order=order, strategy_id=order.strategy_id, qty=qty, price=price, cum_qty=filled_qty,
+                           realized_pnl=book.realized_pnl - before.realized_pnl,
+                           execution_type=order.execution_type, broker_fill_id=broker_fill_id, at=now))
     log.info("position %s %s:%s %s %+d -> %+d", order.strategy_id, order.exchange, order.symbol, order.product,
              before.net_qty, book.net_qty)
 

@@ -14,6 +14,7 @@ from django.db.models import F, Max, Min
 from django.utils import timezone
 
 from brokers import instruments
+from orderdesk import statements
 from risk.pipeline import Check, IntakeContext, evaluate
 
 from . import legs, lifecycle, targets
@@ -99,7 +100,7 @@ def _register(strategy, request, source, actor, payload, sender_ip, explain: boo
     # than looked up first: repeats are rare and the lookup would cost every intake a query.
     with transaction.atomic():
         now = timezone.now()
-        alert = Alert.objects.create(
+        alert = Alert(
             strategy=strategy,
             source=source,
             alert_id=request.alert_id or new_alert_id(),
@@ -110,6 +111,7 @@ def _register(strategy, request, source, actor, payload, sender_ip, explain: boo
             actor=actor,
             payload=payload,
         )
+        statements.insert(alert)
         resolved = targets.resolve(strategy, request) if targets.has_targets(request) else None
         if resolved is not None:
             request = replace(request, legs=resolved.legs)

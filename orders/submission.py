@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from brokers.base import Broker, BrokerInDoubt, PlaceOutcome, PlaceRequest, PlaceResult
 from brokers.registry import get_broker
+from orderdesk import statements
 
 from . import broker_rate, lifecycle, protection
 from .blocker_registry import claim_guard
@@ -67,7 +68,7 @@ def place_on_broker(broker: Broker, order: Order) -> PlaceResult:
 def submit_order(command_id: str) -> str:
     """Returns what happened, for the task log: claimed-and-sent, or why nothing was done."""
     # With its strategy: market protection reads the strategy's own percentage.
-    order = Order.objects.select_related("strategy").filter(command_id=command_id).first()
+    order = statements.first(Order, related="strategy", command_id=command_id)
     if order is None:
         log.error("submit: no order %s", command_id)
         return "missing"

@@ -10,6 +10,7 @@ from django.utils import timezone
 from brokers import paper
 from brokers.base import BrokerUnavailable
 from brokers.models import Behaviour, PaperInstrument, PaperOrder
+from orderdesk import statements
 from orders import lifecycle
 from orders.models import BrokerPosition, EventKind, OrderEvent, Position, Status
 from orders.positions import Book, fill_increment, positions_from_orders
@@ -154,10 +155,14 @@ def test_position_and_fill_commit_together(monkeypatch):
     the status and the position all roll back."""
     order = sent(qty=10)
 
-    def broken(*args, **kwargs):
-        raise RuntimeError("disk full")
+    insert = statements.insert
 
-    monkeypatch.setattr(OrderEvent, "save", broken)
+    def broken(*objs):
+        if isinstance(objs[0], OrderEvent):
+            raise RuntimeError("disk full")
+        insert(*objs)
+
+    monkeypatch.setattr(statements, "insert", broken)  # the audit row is written after the position
     with pytest.raises(RuntimeError):
         lifecycle.move(order, Status.EXECUTED, actor="watcher", filled_qty=10, avg_price=D("100"))
     monkeypatch.undo()
