@@ -106,7 +106,7 @@ class PaperBroker(Broker):
         return timedelta(seconds=settings.PAPER_FILL_DELAY_S)
 
     def place(self, request: PlaceRequest) -> PlaceResult:
-        instrument = PaperInstrument.objects.filter(exchange=request.exchange, symbol=request.symbol).first()
+        instrument = statements.first(PaperInstrument, exchange=request.exchange, symbol=request.symbol)
         listed = instruments.specs(request.exchange, [request.symbol])  # one statement; None: no master
         if listed is not None:
             # The symbol master says what exists; the price list still gives prices (and switches).

@@ -21,7 +21,8 @@ row), and UPDATEs of plain values where plain equalities hold.
 from functools import lru_cache
 
 from django.db import connections, router
-from django.db.models import Model
+from django.db.models import Model, QuerySet
+from django.db.models.sql import UpdateQuery
 
 
 def _quote(model: type[Model]):
@@ -149,14 +150,55 @@ def _update_shape(model: type[Model], vendor: str, names: tuple[str, ...], where
     return sql, fields, lookups
 
 
-def update(model: type[Model], values: dict, **equals) -> int:
-    """`model.objects.filter(**equals).update(**values)` for plain values and plain equalities
-    (None: IS NULL): the number of rows changed."""
+def update_sql(model: type[Model], values: dict, **equals) -> tuple[str, list]:
+    """The SQL and parameters of `model.objects.filter(**equals).update(**values)` for plain
+    values and plain equalities (None: IS NULL)."""
     connection = connections[router.db_for_write(model)]
     nulls = tuple(v is None for v in equals.values())
     sql, fields, lookups = _update_shape(model, connection.vendor, tuple(values), tuple(equals), nulls)
     params = [f.get_db_prep_save(v, connection) for f, v in zip(fields, values.values(), strict=True)]
-    params += _params(lookups, equals, connection)
-    with connection.cursor() as cursor:
+    return sql, params + _params(lookups, equals, connection)
+
+
+def queryset_update_sql(queryset: QuerySet, values: dict) -> tuple[str, list]:
+    """The ORM's own `queryset.update(**values)`, compiled and not run: for conditions beyond
+    plain equalities (an `Exists`, a `__startswith`)."""
+    query = queryset.query.chain(UpdateQuery)
+    query.add_update_values(values)
+    sql, params = query.get_compiler(queryset.db).as_sql()
+    return sql, list(params)
+
+
+def update(model: type[Model], values: dict, **equals) -> int:
+    """`model.objects.filter(**equals).update(**values)` (see update_sql): the number of rows
+    changed."""
+    sql, params = update_sql(model, values, **equals)
+    with connections[router.db_for_write(model)].cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
+
+
+def insert_if_updated(update: tuple[str, list], obj: Model) -> bool:
+    """PostgreSQL only: run the UPDATE `update` (from update_sql or queryset_update_sql) and,
+    if it changed a row, INSERT the fresh `obj`, in one statement (a data-modifying WITH):
+    one round trip instead of BEGIN, UPDATE, INSERT and COMMIT, and atomic by itself. True
+    (and `obj` has its key) when the update changed a row and `obj` was inserted."""
+    model = type(obj)
+    using = router.db_for_write(model)
+    connection = connections[using]
+    insert, fields = _insert_shape(model, connection.vendor, 1)
+    into = insert.split(" VALUES ", 1)[0]
+    values = ", ".join(["%s"] * len(fields))
+    update_sql_, update_params = update
+    quote = connection.ops.quote_name
+    sql = (f"WITH changed AS ({update_sql_} RETURNING 1) {into} SELECT {values} FROM changed LIMIT 1 "
+           f"RETURNING {quote(model._meta.pk.column)}")
+    params = update_params + [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    obj.pk = row[0]
+    obj._state.adding, obj._state.db = False, using
+    return True

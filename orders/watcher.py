@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from brokers.base import BookEntry, BookStatus
 from brokers.registry import get_broker
+from orderdesk import statements
 
 from . import external, feedstate, leases, lifecycle, notify, protection, reconcile, squareoff, targets
 from .leases import new_owner  # noqa: F401 - the owner names of watcher runs are made here too
@@ -215,9 +216,10 @@ class OrderWatcher:
         """One order's state as the broker's push feed announced it, through the same code as
         a book entry. An acknowledgement carrying our command id adopts an order that waits
         for (or lost) the broker's reply at once; an order that is not ours is external."""
-        order = Order.objects.filter(broker_order_id=entry.broker_order_id).first()
+        # Both unique: the hot path's plain reads (orderdesk.statements).
+        order = statements.first(Order, broker_order_id=entry.broker_order_id) if entry.broker_order_id else None
         if order is None and entry.client_order_id:
-            mine = Order.objects.filter(command_id=entry.client_order_id).first()
+            mine = statements.first(Order, command_id=entry.client_order_id)
             if mine is not None and mine.broker_order_id is None:
                 if mine.status == Status.SENT_TO_BROKER:
                     self._guarded(mine, self._adopt, mine, entry, "announced on the broker's order feed")

@@ -398,8 +398,9 @@ def pytest_runtest_call(item):
 
 class _DataStatements:
     """SELECT/INSERT/UPDATE/DELETE statements run on the default connection within the block,
-    by kind; transaction control (BEGIN, COMMIT, savepoints) is left out, as it differs
-    inside a test's own transaction."""
+    by kind (WITH: PostgreSQL's one-statement move, an UPDATE and its event's INSERT);
+    transaction control (BEGIN, COMMIT, savepoints) is left out, as it differs inside a
+    test's own transaction."""
 
     def __enter__(self):
         from django.db import connection
@@ -413,7 +414,7 @@ class _DataStatements:
         self.by_kind: dict[str, int] = {}
         for query in self._captured.captured_queries:
             kind = query["sql"].lstrip().split(" ", 1)[0].upper()
-            if kind in ("SELECT", "INSERT", "UPDATE", "DELETE"):
+            if kind in ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH"):
                 self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
         self.sql = [q["sql"] for q in self._captured.captured_queries]
 

@@ -5,6 +5,7 @@ import logging
 from datetime import timedelta
 
 import pytest
+from django.db import DataError, connection, transaction
 from django.utils import timezone
 
 from orderdesk import statements
@@ -203,6 +204,7 @@ def test_a_rolled_back_transition_is_neither_logged_nor_heard(caplog, transactio
 def test_event_and_update_are_one_transaction(monkeypatch):
     order = order_in(S.CREATED)
     before = db_row(order)
+    order.audit_head = "not the row's"  # a stale copy: the transaction's path on every back end
 
     def boom(*objs):
         raise RuntimeError("audit insert failed")
@@ -211,6 +213,18 @@ def test_event_and_update_are_one_transaction(monkeypatch):
     with pytest.raises(RuntimeError):
         move(order, S.SENT_TO_BROKER, actor="worker")
     assert db_row(order) == before
+    assert order.status == S.CREATED and order.sent_at is None
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the one-statement move is PostgreSQL's")
+def test_a_one_statement_move_whose_event_fails_changes_nothing():
+    from tests.factories import RegisteredOrderFactory
+
+    order = RegisteredOrderFactory(status=S.CREATED)
+    before, events = db_row(order), order.events.count()
+    with pytest.raises(DataError), transaction.atomic():  # the event's actor is over its 64 characters
+        move(order, S.SENT_TO_BROKER, actor="w" * 65)
+    assert db_row(order) == before and order.events.count() == events
     assert order.status == S.CREATED and order.sent_at is None
 
 
@@ -234,6 +248,11 @@ def test_stale_copy_without_broker_id_cannot_fail_an_order_that_got_one():
     assert [e[0] for e in trail(order)] == ["BROKER_ACCEPTED"]
 
 
+# PostgreSQL: a move without a fill is its UPDATE and its event's INSERT in one statement
+# (WITH … UPDATE … INSERT), outside any transaction; SQLite: the UPDATE, then the INSERT.
+HEAD_CHECKED_MOVE = "WITH" if connection.vendor == "postgresql" else "UPDATE"
+
+
 def _order_statements(counted) -> list[str]:
     """The statements on the orders table (SELECT … FOR NO KEY UPDATE on PostgreSQL is a SELECT)."""
     return [sql.split(" ", 1)[0] for sql in counted.sql if '"orders_order"' in sql.split(" WHERE ")[0]]
@@ -246,7 +265,9 @@ def test_a_current_copy_moves_in_one_update_that_checks_its_audit_head(data_stat
     head = order.audit_head
     with data_statements() as counted:
         assert move(order, S.SENT_TO_BROKER, actor="worker") is True
-    assert _order_statements(counted) == ["UPDATE"]  # no read of the row before it
+    assert _order_statements(counted) == [HEAD_CHECKED_MOVE]  # no read of the row before it
+    if connection.vendor == "postgresql":
+        assert len(counted.sql) == 1 and "INSERT INTO \"orders_orderevent\"" in counted.sql[0]  # no BEGIN, COMMIT
     assert db_row(order)["audit_head"] == order.audit_head != head
     assert order.events.latest("id").prev_hash == head
 
@@ -261,7 +282,7 @@ def test_a_copy_stale_in_what_the_move_leaves_alone_reads_the_row_and_takes_its_
     # Same status and broker id: the stale copy still wins, from the row's state, not its own.
     with data_statements() as counted:
         assert annotate(stale, kind=EventKind.BROKER_IN_DOUBT, actor="worker", tag="BROKER_IN_DOUBT:timeout") is True
-    assert _order_statements(counted) == ["UPDATE", "SELECT", "UPDATE"]
+    assert _order_statements(counted) == [HEAD_CHECKED_MOVE, "SELECT", "UPDATE"]
     assert (stale.filled_qty, stale.avg_price) == (4, 10)
     last = order.events.latest("id")
     assert (last.kind, last.filled_qty, last.prev_hash) == (EventKind.BROKER_IN_DOUBT, 4, order.audit_head)
