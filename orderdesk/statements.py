@@ -18,6 +18,7 @@ Only what the hot path needs: fresh objects with an auto primary key and no sign
 row), and UPDATEs of plain values where plain equalities hold.
 """
 
+import re
 from functools import lru_cache
 
 from django.db import connections, router
@@ -178,6 +179,17 @@ def update(model: type[Model], values: dict, **equals) -> int:
         return cursor.rowcount
 
 
+@lru_cache(maxsize=64)
+def _insert_select_shape(model: type[Model], vendor: str) -> tuple[str, tuple]:
+    """INSERT … SELECT <each value cast to its column's type>: a bare parameter in a select
+    list would be typed text (a NULL for an integer column then fails). A varchar is cast
+    without its length, which would cut an overlong value where the column refuses it."""
+    insert, fields = _insert_shape(model, vendor, 1)
+    connection = connections[router.db_for_write(model)]
+    casts = [re.sub(r"^varchar\(\d+\)$", "varchar", f.cast_db_type(connection)) for f in fields]
+    return insert.split(" VALUES ", 1)[0] + " SELECT " + ", ".join(f"%s::{cast}" for cast in casts), fields
+
+
 def insert_if_updated(update: tuple[str, list], obj: Model) -> bool:
     """PostgreSQL only: run the UPDATE `update` (from update_sql or queryset_update_sql) and,
     if it changed a row, INSERT the fresh `obj`, in one statement (a data-modifying WITH):
@@ -186,13 +198,10 @@ def insert_if_updated(update: tuple[str, list], obj: Model) -> bool:
     model = type(obj)
     using = router.db_for_write(model)
     connection = connections[using]
-    insert, fields = _insert_shape(model, connection.vendor, 1)
-    into = insert.split(" VALUES ", 1)[0]
-    values = ", ".join(["%s"] * len(fields))
+    into, fields = _insert_select_shape(model, connection.vendor)
     update_sql_, update_params = update
-    quote = connection.ops.quote_name
-    sql = (f"WITH changed AS ({update_sql_} RETURNING 1) {into} SELECT {values} FROM changed LIMIT 1 "
-           f"RETURNING {quote(model._meta.pk.column)}")
+    sql = (f"WITH changed AS ({update_sql_} RETURNING 1) {into} FROM changed LIMIT 1 "
+           f"RETURNING {_quote(model)(model._meta.pk.column)}")
     params = update_params + [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

@@ -122,8 +122,9 @@ def _branches(mine) -> dict[str, str]:
 
 @cache
 def _figures_sql(account: bool, names: tuple[str, ...]) -> str:
-    def mine(alias: str = "") -> str:  # the account: every strategy
-        return "%s IS NULL" if account else f"{alias}strategy_id = %s"
+    def mine(alias: str = "") -> str:  # the account: every strategy (its parameter a typed NULL,
+        # as PostgreSQL's server-side binding cannot type a bare one)
+        return "CAST(%s AS BIGINT) IS NULL" if account else f"{alias}strategy_id = %s"
 
     # PostgreSQL types a UNION's columns pair by pair from the left: a first branch of typed
     # NULLs (and no row) fixes them.

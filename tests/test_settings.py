@@ -17,7 +17,7 @@ def load_settings(monkeypatch, **env):
     """A fresh copy of orderdesk/settings.py read under `env` (Django's own settings untouched)."""
     for name in ("DATABASE_URL", "REDIS_URL", "ORDERDESK_Q_WORKERS", "DEBUG", "ALLOWED_HOSTS",
                  "ORDERDESK_PROCESS_ROLE", "ORDERDESK_WEB_THREADS", "ORDERDESK_DB_POOL_MAX",
-                 "ORDERDESK_DB_POOL_TIMEOUT_S", "ORDERDESK_HTTPS", "TRUSTED_PROXIES", "REDIS_CACHE_URL",
+                 "ORDERDESK_DB_POOL_TIMEOUT_S", "ORDERDESK_DB_PREPARED", "ORDERDESK_HTTPS", "TRUSTED_PROXIES", "REDIS_CACHE_URL",
                  "WEBHOOK_TRUST_X_FORWARDED_FOR"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
@@ -66,7 +66,8 @@ def test_the_queue_never_runs_a_task_twice_at_once_and_gives_up(monkeypatch):
 
 def test_database_url_query_options_survive(monkeypatch):
     s = load_settings(monkeypatch, DATABASE_URL="postgres://u@db.example/desk?sslmode=require&connect_timeout=5")
-    assert s.DATABASES["default"]["OPTIONS"] == {"sslmode": "require", "connect_timeout": 5}
+    options = s.DATABASES["default"]["OPTIONS"]
+    assert (options["sslmode"], options["connect_timeout"]) == ("require", 5)
 
 
 def test_sqlite_url_keeps_the_pragmas_and_immediate_transactions(monkeypatch, tmp_path):
@@ -90,6 +91,18 @@ def test_web_processes_pool_their_postgresql_connections_bounded_by_their_thread
     s = load_settings(monkeypatch, DATABASE_URL="postgres://u@db/desk", ORDERDESK_PROCESS_ROLE="web",
                       ORDERDESK_DB_POOL_MAX="3", ORDERDESK_DB_POOL_TIMEOUT_S="0.5")
     assert s.DATABASES["default"]["OPTIONS"]["pool"] == {"min_size": 1, "max_size": 3, "timeout": 0.5}
+
+
+def test_postgresql_binds_on_the_server_and_prepares_unless_turned_off(monkeypatch):
+    for role in ("web", "worker"):
+        options = load_settings(monkeypatch, DATABASE_URL="postgres://u@db/desk",
+                                ORDERDESK_PROCESS_ROLE=role).DATABASES["default"]["OPTIONS"]
+        assert (options["server_side_binding"], options["prepare_threshold"]) == (True, 2)
+    options = load_settings(monkeypatch, DATABASE_URL="postgres://u@db/desk",
+                            ORDERDESK_DB_PREPARED="false").DATABASES["default"]["OPTIONS"]
+    assert "server_side_binding" not in options and "prepare_threshold" not in options
+    sqlite = load_settings(monkeypatch, DATABASE_URL="sqlite:////tmp/x.sqlite3").DATABASES["default"]["OPTIONS"]
+    assert "server_side_binding" not in sqlite
 
 
 def test_without_secret_key_or_its_file_every_process_stops_naming_it(monkeypatch, tmp_path):

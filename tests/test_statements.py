@@ -6,11 +6,12 @@ from decimal import Decimal
 
 import pytest
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Exists
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from orderdesk import statements
-from orders.models import Alert, ImmutableOrderError, Order, Position, Status, Strategy
+from orders.models import Alert, EventKind, ImmutableOrderError, Order, OrderEvent, Position, Status, Strategy
 from tests.factories import AlertFactory, OrderFactory, StrategyFactory
 
 pytestmark = pytest.mark.django_db
@@ -144,3 +145,32 @@ def test_first_can_lock_the_row(data_statements):
         found = statements.first(Position, lock=True, strategy_id=position.strategy_id, symbol="SBIN-EQ")
     assert found.pk == position.pk and found.avg_price == Decimal("10")
     assert captured.sql[0].endswith("FOR UPDATE OF t") == (connection.vendor == "postgresql")
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="a data-modifying WITH is PostgreSQL's")
+def test_insert_if_updated_inserts_only_when_the_update_changed_a_row():
+    order = OrderFactory()
+    changed = statements.update_sql(Order, {"tag": "X"}, pk=order.pk, status=Status.CREATED)
+    event = OrderEvent(order=order, kind=EventKind.CLAIMED, from_status=Status.CREATED, to_status=Status.CREATED,
+                       actor="worker", broker_order_id=None, filled_qty=None, detail="ünïcode")
+    with CaptureQueriesContext(connection) as captured:
+        assert statements.insert_if_updated(changed, event) is True
+    assert len(captured) == 1 and event.pk is not None and event._state.adding is False
+    assert stored(OrderEvent, event.pk)["filled_qty"] is None and stored(Order, order.pk)["tag"] == "X"
+    assert fields(OrderEvent.objects.get(pk=event.pk)) == fields(event)
+    # The compare-and-set no longer holds: neither the row nor the events change.
+    lost = statements.update_sql(Order, {"tag": "Y"}, pk=order.pk, status=Status.FAILED)
+    assert statements.insert_if_updated(lost, OrderEvent(order=order, kind=EventKind.FAILED, actor="w")) is False
+    assert stored(Order, order.pk)["tag"] == "X" and OrderEvent.objects.filter(order=order).count() == 1
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="a data-modifying WITH is PostgreSQL's")
+def test_insert_if_updated_takes_the_orms_own_update():
+    order = OrderFactory()
+    halted = Exists(Strategy.objects.filter(pk=order.strategy_id, enabled=False))
+    update = statements.queryset_update_sql(Order.objects.filter(~halted, pk=order.pk), {"tag": "ORM"})
+    assert statements.insert_if_updated(update, OrderEvent(order=order, kind=EventKind.CLAIMED, actor="w")) is True
+    Strategy.objects.filter(pk=order.strategy_id).update(enabled=False)
+    update = statements.queryset_update_sql(Order.objects.filter(~halted, pk=order.pk), {"tag": "NO"})
+    assert statements.insert_if_updated(update, OrderEvent(order=order, kind=EventKind.CLAIMED, actor="w")) is False
+    assert stored(Order, order.pk)["tag"] == "ORM" and OrderEvent.objects.filter(order=order).count() == 1
