@@ -421,13 +421,15 @@ TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
 
 def process_cpu_s(pids) -> dict[int, float]:
-    """CPU seconds (user + system) used so far by each of `pids`."""
+    """CPU seconds (user + system) used so far by each of `pids`, with its children that have
+    ended: django-q2 replaces a worker after 500 tasks (`recycle`), and a worker that ended
+    during the load would otherwise take its CPU out of the stack's."""
     out = {}
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            out[pid] = (int(fields[11]) + int(fields[12])) * TICK_S
+            out[pid] = sum(int(v) for v in fields[11:15]) * TICK_S  # utime, stime, cutime, cstime
         except (OSError, IndexError, ValueError):
             pass
     return out
