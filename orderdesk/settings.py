@@ -83,10 +83,10 @@ def database_from_url(url: str, role: str = "worker") -> dict:
                    "TEST": {"NAME": env_str("ORDERDESK_TEST_PG_NAME") or None}})
         if env_bool("ORDERDESK_DB_PREPARED", True):
             # Parameters bound by the server, and a statement prepared on its second run in a
-            # connection: PostgreSQL then skips parsing and planning it. Measured in process
-            # (2026-12-02): the server's CPU per intake 2.3 -> 1.1 ms, per submission 1.9 ->
-            # 1.0 ms, the client's up 0.2-0.5 ms. Off behind a pooler that cannot keep
-            # prepared statements (PgBouncer in transaction mode before 1.21).
+            # connection: PostgreSQL then skips parsing and planning it. Measured by
+            # benchmarks/pg_statements.py (2026-12-02): the server's CPU per intake, submission
+            # and fill 0.46-0.56x, the client's 1.05-1.19x, their sum 0.88x. Off behind a
+            # pooler that cannot keep prepared statements (PgBouncer in transaction mode before 1.21).
             options.setdefault("server_side_binding", True)
             options.setdefault("prepare_threshold", 2)
         if role == "web":
