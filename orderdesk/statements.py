@@ -45,13 +45,19 @@ def _insert_shape(model: type[Model], vendor: str, rows: int) -> tuple[str, tupl
 
 
 def insert(*objs: Model) -> None:
-    """INSERT fresh objects of one model in one statement and give each its primary key, as
-    `bulk_create` does (no signals, no `save()`)."""
+    """INSERT fresh objects of one model in one statement (more in batches the back end's
+    parameter limit allows) and give each its primary key, as `bulk_create` does (no signals,
+    no `save()`)."""
     if not objs:
         return
     model = type(objs[0])
     using = router.db_for_write(model)
     connection = connections[using]
+    batch = connection.ops.bulk_batch_size(_insert_shape(model, connection.vendor, 1)[1], objs)
+    if len(objs) > batch:
+        for start in range(0, len(objs), batch):
+            insert(*objs[start:start + batch])
+        return
     sql, fields = _insert_shape(model, connection.vendor, len(objs))
     params = []
     for obj in objs:

@@ -174,3 +174,13 @@ def test_insert_if_updated_takes_the_orms_own_update():
     update = statements.queryset_update_sql(Order.objects.filter(~halted, pk=order.pk), {"tag": "NO"})
     assert statements.insert_if_updated(update, OrderEvent(order=order, kind=EventKind.CLAIMED, actor="w")) is False
     assert stored(Order, order.pk)["tag"] == "ORM" and OrderEvent.objects.filter(order=order).count() == 1
+
+
+def test_more_rows_than_one_statement_takes_go_in_batches(monkeypatch):
+    alert = AlertFactory()
+    monkeypatch.setattr(connection.ops, "bulk_batch_size", lambda fields, objs: 2)
+    orders = [Order(**order_values(alert, leg)) for leg in range(1, 6)]
+    with CaptureQueriesContext(connection) as captured:
+        statements.insert(*orders)
+    assert len(captured) == 3
+    assert {o.pk: o.leg for o in orders} == dict(Order.objects.filter(alert=alert).values_list("pk", "leg"))
