@@ -44,6 +44,10 @@ def _insert_shape(model: type[Model], vendor: str, rows: int) -> tuple[str, tupl
     return sql, fields
 
 
+def _insert_values(obj: Model, fields, connection) -> list:
+    return [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
+
+
 def insert(*objs: Model) -> None:
     """INSERT fresh objects of one model in one statement (more in batches the back end's
     parameter limit allows) and give each its primary key, as `bulk_create` does (no signals,
@@ -59,9 +63,7 @@ def insert(*objs: Model) -> None:
             insert(*objs[start:start + batch])
         return
     sql, fields = _insert_shape(model, connection.vendor, len(objs))
-    params = []
-    for obj in objs:
-        params.extend(f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields)
+    params = [value for obj in objs for value in _insert_values(obj, fields, connection)]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         # One statement's rows are numbered in the order of its VALUES on both back ends.
@@ -121,8 +123,9 @@ def _select_shape(model: type[Model], vendor: str, names: tuple[str, ...], nulls
 
 def first(model: type[Model], *, related: str | None = None, lock: bool = False, **equals) -> Model | None:
     """The row whose fields equal `equals` (None: IS NULL; the first one, in no particular
-    order), as the model instance `model.objects.filter(**equals).first()` would give, or None. `related`:
-    a foreign key whose row comes with it (`select_related`); `lock`: `select_for_update()`."""
+    order), as the model instance `model.objects.filter(**equals).first()` would give, or
+    None. `related`: a foreign key whose row comes with it (`select_related`); `lock`:
+    `select_for_update()`."""
     using = router.db_for_read(model)
     connection = connections[using]
     nulls = tuple(v is None for v in equals.values())
@@ -176,13 +179,17 @@ def queryset_update_sql(queryset: QuerySet, values: dict) -> tuple[str, list]:
     return sql, list(params)
 
 
+def run_update(update: tuple[str, list], using: str = "default") -> int:
+    """Run an UPDATE from update_sql or queryset_update_sql: the number of rows changed."""
+    with connections[using].cursor() as cursor:
+        cursor.execute(*update)
+        return cursor.rowcount
+
+
 def update(model: type[Model], values: dict, **equals) -> int:
     """`model.objects.filter(**equals).update(**values)` (see update_sql): the number of rows
     changed."""
-    sql, params = update_sql(model, values, **equals)
-    with connections[router.db_for_write(model)].cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
+    return run_update(update_sql(model, values, **equals), router.db_for_write(model))
 
 
 @lru_cache(maxsize=64)
@@ -208,7 +215,7 @@ def insert_if_updated(update: tuple[str, list], obj: Model) -> bool:
     update_sql_, update_params = update
     sql = (f"WITH changed AS ({update_sql_} RETURNING 1) {into} FROM changed LIMIT 1 "
            f"RETURNING {_quote(model)(model._meta.pk.column)}")
-    params = update_params + [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
+    params = update_params + _insert_values(obj, fields, connection)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()

@@ -180,11 +180,8 @@ def _set_if_unchanged(order: Order, to: str, update: dict, cas: dict, when: Q | 
     if checked is None:
         return None
     event, new_head, where = checked
-    sql, params = _update_sql(dict(update, audit_head=new_head), where, when)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        if not cursor.rowcount:
-            return None
+    if not statements.run_update(_update_sql(dict(update, audit_head=new_head), where, when)):
+        return None
     update["audit_head"] = new_head
     return event
 
