@@ -15,15 +15,36 @@ log and its execute wrappers.
 
 Only what the hot path needs: fresh objects with an auto primary key and no signals (as
 `bulk_create`, which sends none either), reads of whole rows by equality (with one related
-row), and UPDATEs of plain values where plain equalities hold.
+row), and UPDATEs of plain values where plain equalities hold (and, written in SQL once, a
+further `Condition`).
 """
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 
 from django.db import connections, router
-from django.db.models import Model, QuerySet
+from django.db.models import BooleanField, Model, QuerySet
+from django.db.models.expressions import RawSQL
 from django.db.models.sql import UpdateQuery
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A WHERE condition written in SQL, with its parameters, for an UPDATE the hot path makes
+    on every call with a condition beyond plain equalities. The ORM compiles its `Exists`
+    anew each time: the claim's kill-switch check was a quarter of a queue worker's Python
+    (py-spy under benchmarks/flow.py on PostgreSQL, 2026-12-02)."""
+
+    sql: str
+    params: tuple = ()
+
+    def __invert__(self) -> "Condition":
+        return Condition(f"NOT ({self.sql})", self.params)
+
+    def expression(self) -> RawSQL:
+        """The same condition for a queryset's filter()."""
+        return RawSQL(self.sql, self.params, output_field=BooleanField())
 
 
 def _quote(model: type[Model]):
@@ -151,23 +172,24 @@ def first(model: type[Model], *, related: str | None = None, lock: bool = False,
 
 @lru_cache(maxsize=256)
 def _update_shape(model: type[Model], vendor: str, names: tuple[str, ...], where: tuple[str, ...],
-                  nulls: tuple[bool, ...]) -> tuple[str, tuple, tuple]:
+                  nulls: tuple[bool, ...], condition: str | None) -> tuple[str, tuple, tuple]:
     opts, quote = model._meta, _quote(model)
     fields = tuple(_field(model, name) for name in names)
-    condition, lookups = _where(model, where, nulls, quote(opts.db_table))
+    equalities, lookups = _where(model, where, nulls, quote(opts.db_table))
     sql = (f"UPDATE {quote(opts.db_table)} SET {', '.join(f'{quote(f.column)} = %s' for f in fields)} "
-           f"WHERE {condition}")
+           f"WHERE {equalities}" + (f" AND ({condition})" if condition else ""))
     return sql, fields, lookups
 
 
-def update_sql(model: type[Model], values: dict, **equals) -> tuple[str, list]:
+def update_sql(model: type[Model], values: dict, condition: Condition | None = None, **equals) -> tuple[str, list]:
     """The SQL and parameters of `model.objects.filter(**equals).update(**values)` for plain
-    values and plain equalities (None: IS NULL)."""
+    values and plain equalities (None: IS NULL), and `condition` if given."""
     connection = connections[router.db_for_write(model)]
     nulls = tuple(v is None for v in equals.values())
-    sql, fields, lookups = _update_shape(model, connection.vendor, tuple(values), tuple(equals), nulls)
+    sql, fields, lookups = _update_shape(model, connection.vendor, tuple(values), tuple(equals), nulls,
+                                         condition.sql if condition else None)
     params = [f.get_db_prep_save(v, connection) for f, v in zip(fields, values.values(), strict=True)]
-    return sql, params + _params(lookups, equals, connection)
+    return sql, params + _params(lookups, equals, connection) + list(condition.params if condition else ())
 
 
 def queryset_update_sql(queryset: QuerySet, values: dict) -> tuple[str, list]:
@@ -186,10 +208,10 @@ def run_update(update: tuple[str, list], using: str = "default") -> int:
         return cursor.rowcount
 
 
-def update(model: type[Model], values: dict, **equals) -> int:
+def update(model: type[Model], values: dict, condition: Condition | None = None, **equals) -> int:
     """`model.objects.filter(**equals).update(**values)` (see update_sql): the number of rows
     changed."""
-    return run_update(update_sql(model, values, **equals), router.db_for_write(model))
+    return run_update(update_sql(model, values, condition, **equals), router.db_for_write(model))
 
 
 @lru_cache(maxsize=64)

@@ -36,6 +36,9 @@ RECOVERY_ACTOR = "watcher"
 
 AVG_QUANTUM = Decimal(1).scaleb(-Order._meta.get_field("avg_price").decimal_places)
 
+# A further condition of a move's compare-and-set (the claim's kill switch).
+When = Q | statements.Condition | None
+
 # Fields only this module writes.
 STATE_FIELDS = {"tag", "broker_order_id", "filled_qty", "avg_price", "cancel_requested_at", "working_qty",
                 "working_price", "working_trigger_price"}  # and tag_family / tag_code, from the tag
@@ -65,7 +68,7 @@ def _truncate(tag: str) -> str:
 
 
 def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes: dict, extra_filter: dict,
-           when: Q | None = None, fill_id: str = "") -> bool:
+           when: When = None, fill_id: str = "") -> bool:
     unknown = set(changes) - STATE_FIELDS
     if unknown:
         raise ValueError(f"lifecycle cannot change {sorted(unknown)}")
@@ -136,7 +139,7 @@ def _event(order: Order, to: str, update: dict, state: dict, **fields) -> OrderE
                       filled_qty=update.get("filled_qty", state["filled_qty"]), **fields)
 
 
-def _head_checked(order: Order, to: str, update: dict, cas: dict, when: Q | None, fields: dict):
+def _head_checked(order: Order, to: str, update: dict, cas: dict, when: When, fields: dict):
     """For a copy that carries its audit head: (the event, the head the change leaves, the
     UPDATE's conditions with the head's), else None."""
     head = order.__dict__.get("audit_head")
@@ -147,14 +150,16 @@ def _head_checked(order: Order, to: str, update: dict, cas: dict, when: Q | None
     return event, audit.seal(event, order.command_id, head), dict(cas, audit_head=head)
 
 
-def _update_sql(update: dict, where: dict, when: Q | None) -> tuple[str, list]:
-    if when is None and not any("__" in name for name in where):
-        return statements.update_sql(Order, update, **where)
-    # A condition beyond plain equalities (the claim's kill switch, a recovery's tag).
+def _update_sql(update: dict, where: dict, when: When) -> tuple[str, list]:
+    if not isinstance(when, Q) and not any("__" in name for name in where):
+        return statements.update_sql(Order, update, when, **where)
+    # A lookup beyond plain equalities (a recovery's tag) or a condition as a Q: the ORM's.
+    if isinstance(when, statements.Condition):
+        when = when.expression()
     return statements.queryset_update_sql(Order.objects.filter(when or Q(), **where), update)
 
 
-def _set_with_event(order: Order, to: str, update: dict, cas: dict, when: Q | None, **fields) -> OrderEvent | None:
+def _set_with_event(order: Order, to: str, update: dict, cas: dict, when: When, **fields) -> OrderEvent | None:
     """PostgreSQL, a move without a fill, on a current copy: the compare-and-set UPDATE and
     its event in one statement (orderdesk.statements.insert_if_updated), one round trip where
     the transaction took four (BEGIN, UPDATE, INSERT, COMMIT; measured: a submission's two
@@ -169,7 +174,7 @@ def _set_with_event(order: Order, to: str, update: dict, cas: dict, when: Q | No
     return event
 
 
-def _set_if_unchanged(order: Order, to: str, update: dict, cas: dict, when: Q | None, **fields) -> OrderEvent | None:
+def _set_if_unchanged(order: Order, to: str, update: dict, cas: dict, when: When, **fields) -> OrderEvent | None:
     """The common case in one statement: the row still has the copy's audit head, so nothing
     has changed it since the copy was read (the row is immutable but for this module, and
     every change here moves the head), and one UPDATE both checks that and makes the change.
@@ -186,7 +191,7 @@ def _set_if_unchanged(order: Order, to: str, update: dict, cas: dict, when: Q | 
     return event
 
 
-def _set_after_lock(order: Order, to: str, update: dict, cas: dict, when: Q | None, **fields) -> OrderEvent | None:
+def _set_after_lock(order: Order, to: str, update: dict, cas: dict, when: When, **fields) -> OrderEvent | None:
     """The change made against the row as it is: its audit head and state locked until the
     commit, the event linked after the last one, and the copy refreshed with what this change
     leaves alone (a stale copy must not hide a cancel request, or price a fill from an old
@@ -202,7 +207,7 @@ def _set_after_lock(order: Order, to: str, update: dict, cas: dict, when: Q | No
         return None
     event = _event(order, to, update, current, **fields)
     new_head = audit.seal(event, order.command_id, current.pop("audit_head"))
-    if not Order.objects.filter(when or Q(), **cas).update(**update, audit_head=new_head):
+    if not statements.run_update(_update_sql(dict(update, audit_head=new_head), cas, when)):
         return None
     update["audit_head"] = new_head
     for field, value in current.items():
@@ -220,7 +225,7 @@ def _copy(order: Order) -> Order:
 
 
 def move(order: Order, to: str, *, actor: str, tag: str | None = None, kind: str | None = None,
-         detail: str = "", when: Q | None = None, fill_id: str = "", **changes) -> bool:
+         detail: str = "", when: When = None, fill_id: str = "", **changes) -> bool:
     """Move `order` to status `to`. Raises IllegalTransition on a move the table forbids;
     re-confirming the terminal state an order is already in is a no-op (False, no row).
     `when`: a further condition the update itself checks (part of the compare-and-set).

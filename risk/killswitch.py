@@ -7,9 +7,9 @@ the claim's own UPDATE, so orders already queued never reach the broker.
 import logging
 
 from django.db import connection, transaction
-from django.db.models import Exists, Q
 from django.utils import timezone
 
+from orderdesk.statements import Condition
 from orders import events
 from orders.models import ExecutionType, Strategy
 
@@ -35,10 +35,14 @@ def effective_mode(strategy_id: int) -> str:
     return max(modes, key=_STRICTNESS.__getitem__, default=Mode.ACTIVE)
 
 
-def halted(strategy_id: int) -> Exists:
+_HALTED = f"EXISTS (SELECT 1 FROM {SWITCHES} WHERE (is_global = %s OR strategy_id = %s) AND mode = %s)"
+
+
+def halted(strategy_id: int) -> Condition:
     """True in SQL while the global or the strategy's switch is HALTED: for conditions that
-    must hold at the moment of an update, not at a read before it."""
-    return Exists(KillSwitch.objects.filter(Q(is_global=True) | Q(strategy_id=strategy_id), mode=Mode.HALTED))
+    must hold at the moment of an update, not at a read before it. Written in SQL once (see
+    orderdesk.statements.Condition): every claim checks it."""
+    return Condition(_HALTED, (True, strategy_id, Mode.HALTED))
 
 
 def block_tag(mode: str, execution_type: str) -> str | None:
@@ -70,7 +74,7 @@ class HaltedAtClaim:
     """The claim-time hook (settings.ORDERDESK_CLAIM_GUARD): the claim's own UPDATE checks
     HALTED, so an order queued before the switch was thrown can never be claimed after it."""
 
-    def blocks(self, strategy_id: int) -> Exists:
+    def blocks(self, strategy_id: int) -> Condition:
         return halted(strategy_id)
 
     def refusal(self, strategy_id: int) -> tuple[str, str] | None:

@@ -138,6 +138,21 @@ def test_an_update_stores_what_the_orm_update_stores():
     assert stored(Order, ours.pk)["filled_qty"] == 4
 
 
+def test_an_update_checks_a_condition_written_in_sql():
+    order = OrderFactory()
+    disabled = statements.Condition(f"EXISTS (SELECT 1 FROM {Strategy._meta.db_table} s "
+                                    "WHERE s.id = %s AND s.enabled = %s)", (order.strategy_id, False))
+    assert statements.update(Order, {"tag": "BLOCKED"}, disabled, pk=order.pk) == 0
+    assert statements.update(Order, {"tag": "OK"}, ~disabled, pk=order.pk) == 1
+    Strategy.objects.filter(pk=order.strategy_id).update(enabled=False)
+    assert statements.update(Order, {"tag": "LATE"}, ~disabled, pk=order.pk) == 0
+    assert statements.update(Order, {"tag": "BLOCKED"}, disabled, pk=order.pk) == 1
+    assert stored(Order, order.pk)["tag"] == "BLOCKED"
+    # The same condition in a queryset, for lookups the statements do not build.
+    assert list(Order.objects.filter(disabled.expression(), tag__startswith="BLOCK")) == [order]
+    assert not Order.objects.filter((~disabled).expression()).exists()
+
+
 def test_first_can_lock_the_row(data_statements):
     position = Position.objects.create(strategy=StrategyFactory(), exchange="NSE", symbol="SBIN-EQ", product="MIS",
                                        net_qty=5, avg_price=Decimal("10"))
