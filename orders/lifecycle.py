@@ -8,6 +8,7 @@ caller then does nothing).
 """
 
 import logging
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.db import connection, transaction
@@ -100,15 +101,21 @@ def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes
     cas = dict(pk=order.pk, status=order.status, broker_order_id=order.broker_order_id, **extra_filter)
     fields = dict(kind=kind, actor=actor, detail=detail, at=now)
     filled = "filled_qty" in changes
-    tried = False
-    if not filled and connection.vendor == "postgresql":
-        # No fill to book: the change and its event are one statement, atomic by itself.
-        event, tried = _set_with_event(order, to, update, cas, when, **fields), True
-        if event is not None:
-            _done(order, to, update, event)
+    # Built before any transaction: on SQLite it holds the one write lock.
+    checked = _head_checked(order, to, update, cas, when, fields)
+    if checked is not None and not filled and connection.vendor == "postgresql":
+        # No fill to book: the change and its event are one statement, atomic by itself
+        # (orderdesk.statements.insert_if_updated), one round trip where the transaction took
+        # four (BEGIN, UPDATE, INSERT, COMMIT; measured: a submission's two moves were 8 of
+        # its 12 statements).
+        if statements.insert_if_updated(checked.update, checked.event):
+            _done(order, to, dict(update, audit_head=checked.head), checked.event)
             return True
+        checked = None  # stale: the locked path below
     with transaction.atomic():
-        event = None if tried else _set_if_unchanged(order, to, update, cas, when, **fields)
+        event = None
+        if checked is not None and statements.run_update(checked.update):
+            event, update["audit_head"] = checked.event, checked.head
         if event is None:
             event = _set_after_lock(order, to, update, cas, when, **fields)
         if event is None:
@@ -139,15 +146,29 @@ def _event(order: Order, to: str, update: dict, state: dict, **fields) -> OrderE
                       filled_qty=update.get("filled_qty", state["filled_qty"]), **fields)
 
 
-def _head_checked(order: Order, to: str, update: dict, cas: dict, when: When, fields: dict):
-    """For a copy that carries its audit head: (the event, the head the change leaves, the
-    UPDATE's conditions with the head's), else None."""
+@dataclass(frozen=True)
+class _HeadChecked:
+    """A change that needs no read first: its UPDATE also checks that the row still has the
+    copy's audit head, so nothing has changed it since the copy was read (the row is immutable
+    but for this module, and every change here moves the head). Measured on PostgreSQL (the
+    submission and fill paths, in process): the read before the UPDATE was one of 4
+    statements per move."""
+
+    event: OrderEvent
+    head: str  # the audit head the change leaves
+    update: tuple[str, list]  # the compare-and-set UPDATE, the head among its conditions
+
+
+def _head_checked(order: Order, to: str, update: dict, cas: dict, when: When, fields: dict) -> _HeadChecked | None:
+    """None for a copy that carries no audit head."""
     head = order.__dict__.get("audit_head")
     if head is None:
         return None
     state = {"tag": order.tag, "broker_order_id": order.broker_order_id, "filled_qty": order.filled_qty}
     event = _event(order, to, update, state, **fields)
-    return event, audit.seal(event, order.command_id, head), dict(cas, audit_head=head)
+    new_head = audit.seal(event, order.command_id, head)
+    return _HeadChecked(event, new_head, _update_sql(dict(update, audit_head=new_head), dict(cas, audit_head=head),
+                                                     when))
 
 
 def _update_sql(update: dict, where: dict, when: When) -> tuple[str, list]:
@@ -157,38 +178,6 @@ def _update_sql(update: dict, where: dict, when: When) -> tuple[str, list]:
     if isinstance(when, statements.Condition):
         when = when.expression()
     return statements.queryset_update_sql(Order.objects.filter(when or Q(), **where), update)
-
-
-def _set_with_event(order: Order, to: str, update: dict, cas: dict, when: When, **fields) -> OrderEvent | None:
-    """PostgreSQL, a move without a fill, on a current copy: the compare-and-set UPDATE and
-    its event in one statement (orderdesk.statements.insert_if_updated), one round trip where
-    the transaction took four (BEGIN, UPDATE, INSERT, COMMIT; measured: a submission's two
-    moves were 8 of its 12 statements). None when the copy is stale or carries no head."""
-    checked = _head_checked(order, to, update, cas, when, fields)
-    if checked is None:
-        return None
-    event, new_head, where = checked
-    if not statements.insert_if_updated(_update_sql(dict(update, audit_head=new_head), where, when), event):
-        return None
-    update["audit_head"] = new_head
-    return event
-
-
-def _set_if_unchanged(order: Order, to: str, update: dict, cas: dict, when: When, **fields) -> OrderEvent | None:
-    """The common case in one statement: the row still has the copy's audit head, so nothing
-    has changed it since the copy was read (the row is immutable but for this module, and
-    every change here moves the head), and one UPDATE both checks that and makes the change.
-    None when the copy is stale (or carries no head): the caller then locks and reads the row.
-    Measured on PostgreSQL (the submission and fill paths, in process): the read before the
-    UPDATE was one of 4 statements per move."""
-    checked = _head_checked(order, to, update, cas, when, fields)
-    if checked is None:
-        return None
-    event, new_head, where = checked
-    if not statements.run_update(_update_sql(dict(update, audit_head=new_head), where, when)):
-        return None
-    update["audit_head"] = new_head
-    return event
 
 
 def _set_after_lock(order: Order, to: str, update: dict, cas: dict, when: When, **fields) -> OrderEvent | None:
@@ -288,9 +277,10 @@ def register(orders: list[Order], actor: str, notes: list[str] | None = None) ->
     for o, event in zip(orders, created, strict=True):
         event.order = o
     statements.insert(*created)
-    for o in orders:
-        log.info("order %s CREATED leg=%s%s %s %s %s actor=%s", o.command_id, o.leg,
-                 f" slice={o.slice}" if o.slice > 1 else "", o.side, o.qty, o.symbol, actor)
+    lines = [("order %s CREATED leg=%s%s %s %s %s actor=%s", o.command_id, o.leg,
+              f" slice={o.slice}" if o.slice > 1 else "", o.side, o.qty, o.symbol, actor) for o in orders]
+    # On commit, as a move's line: only what was registered, and not under SQLite's write lock.
+    transaction.on_commit(lambda: [log.info(*line) for line in lines])
     return orders
 
 
