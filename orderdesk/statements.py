@@ -69,29 +69,40 @@ def _insert_values(obj: Model, fields, connection) -> list:
     return [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
 
 
-def insert(*objs: Model) -> None:
-    """INSERT fresh objects of one model in one statement (more in batches the back end's
-    parameter limit allows) and give each its primary key, as `bulk_create` does (no signals,
-    no `save()`)."""
-    if not objs:
-        return
-    model = type(objs[0])
-    using = router.db_for_write(model)
-    connection = connections[using]
-    batch = connection.ops.bulk_batch_size(_insert_shape(model, connection.vendor, 1)[1], objs)
-    if len(objs) > batch:
+class PreparedInsert:
+    """INSERTs of fresh objects of one model whose values are already converted (`insert`): for
+    a transaction that should hold its lock only while they run (on SQLite the one write lock).
+    `run()` gives each object its primary key, as `bulk_create` does (no signals, no `save()`),
+    in one statement per batch the back end's parameter limit allows."""
+
+    def __init__(self, *objs: Model):
+        self.objs, self.batches = objs, []
+        if not objs:
+            return
+        model = type(objs[0])
+        self.using = router.db_for_write(model)
+        connection = connections[self.using]
+        batch = connection.ops.bulk_batch_size(_insert_shape(model, connection.vendor, 1)[1], objs)
         for start in range(0, len(objs), batch):
-            insert(*objs[start:start + batch])
-        return
-    sql, fields = _insert_shape(model, connection.vendor, len(objs))
-    params = [value for obj in objs for value in _insert_values(obj, fields, connection)]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        # One statement's rows are numbered in the order of its VALUES on both back ends.
-        keys = sorted(row[0] for row in cursor.fetchall())
-    for obj, key in zip(objs, keys, strict=True):
-        obj.pk = key
-        obj._state.adding, obj._state.db = False, using
+            chunk = objs[start:start + batch]
+            sql, fields = _insert_shape(model, connection.vendor, len(chunk))
+            self.batches.append((sql, [value for obj in chunk for value in _insert_values(obj, fields, connection)],
+                                 chunk))
+
+    def run(self) -> None:
+        for sql, params, chunk in self.batches:
+            with connections[self.using].cursor() as cursor:
+                cursor.execute(sql, params)
+                # One statement's rows are numbered in the order of its VALUES on both back ends.
+                keys = sorted(row[0] for row in cursor.fetchall())
+            for obj, key in zip(chunk, keys, strict=True):
+                obj.pk = key
+                obj._state.adding, obj._state.db = False, self.using
+
+
+def insert(*objs: Model) -> None:
+    """INSERT fresh objects of one model (see PreparedInsert) and give each its primary key."""
+    PreparedInsert(*objs).run()
 
 
 def _where(model: type[Model], names: tuple[str, ...], nulls: tuple[bool, ...], table: str) -> tuple[str, tuple]:

@@ -112,19 +112,23 @@ def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes
             _done(order, to, dict(update, audit_head=checked.head), checked.event)
             return True
         checked = None  # stale: the locked path below
+    insert = statements.PreparedInsert(checked.event) if checked is not None else None
     with transaction.atomic():
         event = None
         if checked is not None and statements.run_update(checked.update):
             event, update["audit_head"] = checked.event, checked.head
         if event is None:
             event = _set_after_lock(order, to, update, cas, when, **fields)
+            insert = statements.PreparedInsert(event) if event is not None else None
         if event is None:
             log.info("order %s: lost %s %s->%s to a concurrent writer", order.command_id, kind, order.status, to)
             return False
         if filled:
             apply_fill(order, changes["filled_qty"], changes.get("avg_price", order.avg_price), fill_id or None)
-        statements.insert(event)
-        _done(order, to, update, event)
+        insert.run()
+    # After the block: on SQLite its commit let go of the write lock (inside an outer
+    # transaction, on_commit still waits for that one).
+    _done(order, to, update, event)
     return True
 
 

@@ -116,10 +116,11 @@ def _register(strategy, request, source, actor, payload, sender_ip, explain: boo
     specs = instruments.specs(request.exchange, {leg.symbol for leg in request.legs})
     planned = None if targeted else _plan(strategy, request, source, specs, now)
     submissions = None if targeted or explain else Submissions([o.command_id for o in planned[0]])
+    alert_insert = statements.PreparedInsert(alert)
     # A repeated alert_id is caught by the unique constraint (see register_alert) rather
     # than looked up first: repeats are rare and the lookup would cost every intake a query.
     with transaction.atomic():
-        statements.insert(alert)
+        alert_insert.run()
         resolved = targets.resolve(strategy, request) if targeted else None
         if resolved is not None:
             request = replace(request, legs=resolved.legs)

@@ -206,10 +206,10 @@ def test_event_and_update_are_one_transaction(monkeypatch):
     before = db_row(order)
     order.audit_head = "not the row's"  # a stale copy: the transaction's path on every back end
 
-    def boom(*objs):
+    def boom(prepared):
         raise RuntimeError("audit insert failed")
 
-    monkeypatch.setattr(statements, "insert", boom)  # how the lifecycle writes its event
+    monkeypatch.setattr(statements.PreparedInsert, "run", boom)  # how the lifecycle writes its event
     with pytest.raises(RuntimeError):
         move(order, S.SENT_TO_BROKER, actor="worker")
     assert db_row(order) == before

@@ -155,14 +155,14 @@ def test_position_and_fill_commit_together(monkeypatch):
     the status and the position all roll back."""
     order = sent(qty=10)
 
-    insert = statements.insert
+    run = statements.PreparedInsert.run
 
-    def broken(*objs):
-        if isinstance(objs[0], OrderEvent):
+    def broken(prepared):
+        if isinstance(prepared.objs[0], OrderEvent):
             raise RuntimeError("disk full")
-        insert(*objs)
+        run(prepared)
 
-    monkeypatch.setattr(statements, "insert", broken)  # the audit row is written after the position
+    monkeypatch.setattr(statements.PreparedInsert, "run", broken)  # the audit row is written after the position
     with pytest.raises(RuntimeError):
         lifecycle.move(order, Status.EXECUTED, actor="watcher", filled_qty=10, avg_price=D("100"))
     monkeypatch.undo()
