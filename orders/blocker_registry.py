@@ -35,7 +35,8 @@ def _imported(setting: str, path: str):
 
 def claim_guard():
     """An object with `blocks(strategy_id)`: a SQL condition (an orderdesk.statements.Condition,
-    or a Q or boolean expression) under which the claim's UPDATE must not win, and `refusal(strategy_id)`: the (tag, detail) to fail the order with then."""
+    or a Q or boolean expression) under which the claim's UPDATE must not win, and
+    `refusal(strategy_id)`: the (tag, detail) to fail the order with then."""
     return _imported("ORDERDESK_CLAIM_GUARD", settings.ORDERDESK_CLAIM_GUARD)
 
 

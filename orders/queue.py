@@ -97,8 +97,9 @@ class Submissions:
     """The submission tasks of an intake's orders. On the ORM queue each task is built and
     signed when this is made, before the intake's transaction, and only its row is written
     inside it, all in one INSERT: on SQLite that transaction holds the one write lock, and
-    async_task under it was a fifth of the time it held (benchmarks/intake.py, 0.21 of
-    0.96 ms). On any other queue they are pushed on commit."""
+    async_task under it was a fifth of the time it held (0.21 of 0.96 ms, from
+    benchmarks/intake.py --breakdown and the writer queue timed). On any other queue they are
+    pushed on commit."""
 
     def __init__(self, command_ids: list[str]):
         in_database = queue_in_database()
