@@ -7,4 +7,6 @@ class OrdersConfig(AppConfig):
 
     def ready(self):
         # Connect their subscribers: to orders.events, and (squareoff) to a strategy's save.
-        from . import cancels, notify, squareoff  # noqa: F401
+        # The tasks too, in the parent process, which django-q2's workers are forked from
+        # (see brokers.apps).
+        from . import cancels, notify, squareoff, tasks  # noqa: F401
