@@ -179,6 +179,17 @@ def test_orm_queue_is_written_inside_the_intake_transaction(strategy, alert_body
     assert queued() == submissions(response.json()["orders"][0]["command_id"])
 
 
+def test_every_leg_that_passes_is_queued_and_a_blocked_one_is_not(strategy, alert_body, post_alert):
+    # The third leg repeats the first's symbol and side: the guard blocks it as a duplicate,
+    # and (PER_LEG) the others go on.
+    strategy.leg_policy = "PER_LEG"
+    strategy.save()
+    body = alert_body(legs=[leg(symbol="SBIN-EQ"), leg(symbol="INFY-EQ"), leg(symbol="SBIN-EQ")])
+    orders = post_alert(body).json()["orders"]
+    assert [o["status"] for o in orders] == ["CREATED", "CREATED", "FAILED"], orders
+    assert queued() == submissions(orders[0]["command_id"], orders[1]["command_id"])
+
+
 def test_failure_after_enqueue_rolls_back_alert_orders_and_queue(strategy, alert_body, monkeypatch):
     real_enqueue = services.Submissions.enqueue
 
