@@ -1,18 +1,22 @@
 """orderdesk.sqlite: writers wait for one another on a flock() beside the database (the kernel
-hands it over the moment it is free, no polling); reads never wait; a writer outside the back
-end still meets SQLite's own busy timeout."""
+hands it over the moment it is free, no polling), in the order they asked; reads never wait;
+a writer outside the back end still meets SQLite's own busy timeout."""
 
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from django.db import connections
 from django.db.backends.sqlite3.base import DatabaseWrapper as StockWrapper
 
-from orderdesk.sqlite.base import DatabaseWrapper
+from orderdesk.sqlite.base import DatabaseWrapper, WriterQueue
 
 pytestmark = pytest.mark.sqlite
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -118,3 +122,88 @@ def test_django_uses_it_on_sqlite(db):
     assert isinstance(default, DatabaseWrapper) and isinstance(default, StockWrapper)
     default.ensure_connection()
     assert default.connection.writer_queue is not None
+
+
+def tickets_taken(path) -> int:
+    raw = (path.parent / f"{path.name}-writer-tickets").read_bytes()[:8]
+    return int.from_bytes(raw, "little") if len(raw) == 8 else 0
+
+
+def wait_for_tickets(path, count: int) -> None:
+    deadline = time.monotonic() + 5
+    while tickets_taken(path) < count:
+        assert time.monotonic() < deadline, "the writer never asked"
+        time.sleep(0.005)
+
+
+def test_writers_are_served_in_the_order_they_asked(tmp_path):
+    path = tmp_path / "fifo.sqlite3"
+    holder = WriterQueue(str(path))
+    holder.acquire()
+    served, queues, threads = [], [], []
+
+    def write(i, queue):
+        queue.acquire()
+        served.append(i)
+        time.sleep(0.01)  # a writer that lets go and at once asks again must not overtake
+        queue.release()
+
+    for i in range(6):
+        queues.append(WriterQueue(str(path)))
+        threads.append(threading.Thread(target=write, args=(i, queues[-1])))
+        threads[-1].start()
+        wait_for_tickets(path, i + 2)  # asked, in this order
+    holder.release()
+    for thread in threads:
+        thread.join(timeout=5)
+    assert served == list(range(6))
+    for queue in [holder, *queues]:
+        queue.close()
+
+
+def test_a_writer_that_lets_go_and_asks_again_at_once_goes_after_the_one_waiting(tmp_path):
+    """A worker's claim, paper order and broker id are three turns in a row: with flock()
+    alone it took the lock back before the waiting intake had even been woken."""
+    path = tmp_path / "again.sqlite3"
+    first, waiting = WriterQueue(str(path)), WriterQueue(str(path))
+    served = []
+
+    def wait():
+        waiting.acquire()
+        served.append("waiting")
+        waiting.release()
+
+    first.acquire()
+    thread = threading.Thread(target=wait)
+    thread.start()
+    wait_for_tickets(path, 2)
+    first.release()
+    first.acquire()
+    served.append("first again")
+    first.release()
+    thread.join(timeout=5)
+    assert served == ["waiting", "first again"]
+    first.close()
+    waiting.close()
+
+
+def test_a_writer_that_dies_while_waiting_lets_the_next_one_in(tmp_path):
+    path = tmp_path / "dead.sqlite3"
+    holder = WriterQueue(str(path))
+    holder.acquire()
+    waiting = subprocess.Popen([sys.executable, "-c", "import sys; from orderdesk.sqlite.base import WriterQueue; "
+                                "WriterQueue(sys.argv[1]).acquire()", str(path)], cwd=ROOT)
+    next_one, took = WriterQueue(str(path)), threading.Event()
+    try:
+        wait_for_tickets(path, 2)
+        thread = threading.Thread(target=lambda: (next_one.acquire(), took.set()))
+        thread.start()
+        wait_for_tickets(path, 3)
+        waiting.kill()  # its ticket was before ours; its locks go with it
+        waiting.wait(timeout=5)
+        holder.release()
+        assert took.wait(timeout=5)
+    finally:
+        waiting.kill()
+        next_one.close()
+        holder.close()
