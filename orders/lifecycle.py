@@ -119,10 +119,10 @@ def _apply(order: Order, to: str, *, kind: str, actor: str, detail: str, changes
             event, update["audit_head"] = checked.event, checked.head
         if event is None:
             event = _set_after_lock(order, to, update, cas, when, **fields)
-            insert = statements.PreparedInsert(event) if event is not None else None
-        if event is None:
-            log.info("order %s: lost %s %s->%s to a concurrent writer", order.command_id, kind, order.status, to)
-            return False
+            if event is None:
+                log.info("order %s: lost %s %s->%s to a concurrent writer", order.command_id, kind, order.status, to)
+                return False
+            insert = statements.PreparedInsert(event)
         if filled:
             apply_fill(order, changes["filled_qty"], changes.get("avg_price", order.avg_price), fill_id or None)
         insert.run()

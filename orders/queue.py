@@ -93,6 +93,10 @@ def _packing() -> _Packing:
     return _Packing()
 
 
+def _submission(command_id: str) -> str:
+    return _packing().pack(SUBMIT_TASK, command_id, f"submit {command_id}")
+
+
 class Submissions:
     """The submission tasks of an intake's orders. On the ORM queue each task is built and
     signed when this is made, before the intake's transaction, and only its row is written
@@ -102,9 +106,7 @@ class Submissions:
     pushed on commit."""
 
     def __init__(self, command_ids: list[str]):
-        in_database = queue_in_database()
-        self._packages = {cid: _packing().pack(SUBMIT_TASK, cid, f"submit {cid}") for cid in command_ids
-                          if in_database}
+        self._packages = {cid: _submission(cid) for cid in command_ids} if queue_in_database() else {}
 
     def enqueue(self, command_ids: list[str]) -> None:
         if not command_ids:
@@ -116,8 +118,7 @@ class Submissions:
         # The row django-q2's ORM broker writes (ORM.enqueue: key, payload, lock = now), in the
         # caller's transaction: an error here rolls the intake back, nothing is lost.
         now = timezone.now()
-        packages = [self._packages.get(cid) or _packing().pack(SUBMIT_TASK, cid, f"submit {cid}")
-                    for cid in command_ids]
+        packages = [self._packages.get(cid) or _submission(cid) for cid in command_ids]
         statements.insert(*(OrmQ(key=Conf.CLUSTER_NAME, payload=package, lock=now) for package in packages))
 
 

@@ -115,8 +115,7 @@ def _register(strategy, request, source, actor, payload, sender_ip, explain: boo
     # blockers' locks.
     targeted = targets.has_targets(request)
     specs = instruments.specs(request.exchange, {leg.symbol for leg in request.legs})
-    planned = None if targeted else _plan(strategy, request, source, specs, now)
-    submissions = None if targeted or explain else Submissions([o.command_id for o in planned[0]])
+    planned = None if targeted else _plan(strategy, request, source, specs, now, explain)
     alert_insert = statements.PreparedInsert(alert)
     # A repeated alert_id is caught by the unique constraint (see register_alert) rather
     # than looked up first: repeats are rare and the lookup would cost every intake a query.
@@ -125,9 +124,8 @@ def _register(strategy, request, source, actor, payload, sender_ip, explain: boo
         resolved = targets.resolve(strategy, request) if targeted else None
         if resolved is not None:
             request = replace(request, legs=resolved.legs)
-            planned = _plan(strategy, request, source, specs, now)
-            submissions = None if explain else Submissions([o.command_id for o in planned[0]])
-        built, notes = planned
+            planned = _plan(strategy, request, source, specs, now, explain)
+        built, notes, submissions = planned
         for order in built:
             order.alert = alert
         computed = resolved.notes if resolved else {}
@@ -155,9 +153,10 @@ def _register(strategy, request, source, actor, payload, sender_ip, explain: boo
     return IntakeResult(alert, orders, created=True, note=at_target)
 
 
-def _plan(strategy, request, source, specs, now) -> tuple[list[Order], list[str]]:
-    """The alert's orders, built and not yet saved (their alert is set once it is), and for
-    each the note of how its quantity came about. Raises InvalidAlert (legs.plan)."""
+def _plan(strategy, request, source, specs, now, explain) -> tuple[list[Order], list[str], Submissions | None]:
+    """The alert's orders, built and not yet saved (their alert is set once it is), for each
+    the note of how its quantity came about, and their submission tasks (None when
+    explaining). Raises InvalidAlert (legs.plan)."""
     planned = legs.plan(strategy, request, specs, source)
     orders = [
         Order(
@@ -179,7 +178,7 @@ def _plan(strategy, request, source, specs, now) -> tuple[list[Order], list[str]
         )
         for part in planned
     ]
-    return orders, [part.note for part in planned]
+    return orders, [part.note for part in planned], None if explain else Submissions([o.command_id for o in orders])
 
 
 def record_rejected_alert(*, status_code: int, reason: str, sender_ip: str | None, strategy_name: str,
