@@ -46,7 +46,14 @@ def post_worker_init(worker):
     """Warm the worker before it takes a request: a cold first request paid for importing the
     URLconf, DRF, the views and the admin and for the first database connection (1.6 s
     measured under `up`; TradingView gives up after 3 s). A GET of /api/health/ through the
-    app itself does it all and writes nothing."""
+    app itself does it all and writes nothing.
+
+    The test client keeps its database connection open after the request (it disconnects
+    close_old_connections for tests), so it is given back here: on PostgreSQL this thread,
+    which serves no request, would otherwise keep one of the pool's connections for the
+    worker's whole life, and with one thread (ORDERDESK_WEB_THREADS=1) every request then
+    waited for the pool and answered 503."""
+    from django.db import connections
     from django.test import Client
 
     try:
@@ -54,4 +61,6 @@ def post_worker_init(worker):
     except Exception:  # noqa: BLE001 - a worker that could not warm up still serves
         worker.log.exception("warm-up request failed")
         return
+    finally:
+        connections.close_all()
     worker.log.info("warmed up: GET /api/health/ %s", response.status_code)

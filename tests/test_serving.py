@@ -129,6 +129,18 @@ def test_burst_on_postgresql_and_redis_loses_nothing_and_connections_stay_bounde
     assert "too many clients" not in log and "Traceback" not in log, log[-4000:]
 
 
+@pytest.mark.postgres
+def test_a_web_worker_of_one_thread_serves_from_a_pool_of_one_connection(stack, strategy, paper_instruments):
+    # The pool holds as many connections as the worker has threads; the warm-up request
+    # before the first one must give its connection back, or the one thread waits for the
+    # pool and every request answers 503.
+    desk = stack(ORDERDESK_WEB_WORKERS="1", ORDERDESK_WEB_THREADS="1")
+    statuses = deliver_all_at_once(desk.port, [alert(i) for i in range(4)])
+
+    assert statuses == [201] * 4, statuses
+    assert Alert.objects.count() == 4
+
+
 @pytest.mark.sqlite
 def test_burst_on_sqlite_several_web_workers_never_meet_a_locked_database(stack, strategy, paper_instruments):
     desk = stack(ORDERDESK_WEB_WORKERS="3")
