@@ -273,6 +273,8 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+    Q_CLUSTER["broker_class"] = "orders.queue.DatabaseQueue"  # the ORM queue's hot statements, written once
+    Q_CLUSTER["bulk"] = env_int("ORDERDESK_Q_BULK", Q_CLUSTER["workers"])
 
 
 def redis_cache_url(queue_url: str, cache_url: str) -> str:

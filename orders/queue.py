@@ -9,11 +9,14 @@ and left to the OrderWatcher, which re-enqueues CREATED orders whose task never 
 
 import logging
 import threading
+from datetime import timedelta
 from functools import cache
+from time import sleep
 
-from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, transaction
 from django.utils import timezone
 from django_q.brokers import Broker, get_broker
+from django_q.brokers.orm import ORM
 from django_q.conf import Conf
 from django_q.models import OrmQ
 from django_q.tasks import async_task
@@ -27,14 +30,70 @@ WATCH_TASK = "orders.tasks.watch_orders"
 DELIVER_TASK = "orders.tasks.deliver_notifications"
 CANCEL_TASK = "orders.tasks.cancel_order"
 MODIFY_TASK = "orders.tasks.modify_order"
+DATABASE_QUEUE = "orders.queue.DatabaseQueue"
+
+
+class DatabaseQueue(ORM):
+    """django-q2's ORM broker (the queue as a table in our database) with its two statements
+    per task written once, and the claim made for up to `bulk` tasks at a time.
+
+    ORM.dequeue reads the waiting rows, then locks each with an UPDATE of its own, and
+    ORM.acknowledge deletes through the ORM's collector; the ORM compiles all three anew for
+    every task. Under benchmarks/flow.py's load on SQLite (2026-12-02, py-spy) the pusher's
+    dequeue and the monitor's acknowledgement were 30 % of the cluster's Python, and each of
+    the two is a turn of SQLite's one write lock per task. Here one UPDATE ... RETURNING
+    claims the oldest waiting tasks (a claim still sets `lock` to now + retry only where it
+    is in the past, so two clusters never take the same row), and one DELETE acknowledges."""
+
+    def __init__(self, list_key: str = Conf.PREFIX):
+        super().__init__(list_key)
+        self._claim_sql = self._delete_sql = ""
+
+    def _statements(self, connection):
+        if not self._claim_sql:
+            table = connection.ops.quote_name(OrmQ._meta.db_table)
+            lock, key = connection.ops.quote_name("lock"), connection.ops.quote_name("key")
+            self._claim_sql = (
+                f"UPDATE {table} SET {lock} = %s WHERE {lock} < %s AND id IN "
+                f"(SELECT id FROM {table} WHERE {key} = %s AND {lock} < %s ORDER BY id LIMIT %s) "
+                "RETURNING id, payload")
+            self._delete_sql = f"DELETE FROM {table} WHERE id = %s"
+        return self._claim_sql, self._delete_sql
+
+    def _connection(self):
+        connection = connections[Conf.ORM]
+        if connection.get_autocommit():
+            close_old_connections()  # as ORM.get_connection: a long-lived pusher or monitor
+        return connection
+
+    def dequeue(self):
+        connection = self._connection()
+        claim, _ = self._statements(connection)
+        now = timezone.now()
+        field = OrmQ._meta.get_field("lock")
+        now_db = field.get_db_prep_value(now, connection)
+        until = field.get_db_prep_value(now + timedelta(seconds=Conf.RETRY), connection)
+        # A transaction of its own: SQLite ends an autocommit statement's write only once its
+        # RETURNING rows are read, after the writer queue would have let the next writer in.
+        with transaction.atomic(using=Conf.ORM), connection.cursor() as cursor:
+            cursor.execute(claim, [until, now_db, self.list_key, now_db, Conf.BULK])
+            tasks = sorted(cursor.fetchall())
+        if tasks:
+            return tasks
+        sleep(Conf.POLL)  # empty queue, spare the CPU (as ORM.dequeue)
+
+    def delete(self, task_id):
+        connection = self._connection()
+        with connection.cursor() as cursor:
+            cursor.execute(self._statements(connection)[1], [task_id])
 
 
 def queue_in_database(using: str = DEFAULT_DB_ALIAS) -> bool:
     """Whether async_task writes to the ORM queue table on the database alias `using` (and so
     joins a transaction open there). Mirrors the broker choice of django_q.brokers.get_broker:
-    a custom, IronMQ or SQS broker wins over `orm`, and an ORM queue on another alias is
-    outside our transaction."""
-    if Conf.BROKER_CLASS or Conf.IRON_MQ or isinstance(Conf.SQS, dict):
+    a custom, IronMQ or SQS broker wins over `orm` (ours, DatabaseQueue, is the ORM queue),
+    and an ORM queue on another alias is outside our transaction."""
+    if Conf.BROKER_CLASS and Conf.BROKER_CLASS != DATABASE_QUEUE or Conf.IRON_MQ or isinstance(Conf.SQS, dict):
         return False
     return bool(Conf.ORM) and Conf.ORM == using
 

@@ -259,6 +259,7 @@ def cluster(transactional_db, q_name, monkeypatch):
         env.update(env_overrides)
         if redis_url:
             monkeypatch.setattr(Conf, "ORM", None)
+            monkeypatch.setattr(Conf, "BROKER_CLASS", None)  # the database queue's, which wins over Redis
             monkeypatch.setattr(Conf, "REDIS", redis_url)
             env["REDIS_URL"] = redis_url
         clusters.append(Cluster(q_name, env, command))

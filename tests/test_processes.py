@@ -85,6 +85,7 @@ def test_redis_push_failing_after_commit_keeps_the_201_and_the_watcher_requeues(
     from orders.watcher import OrderWatcher
 
     monkeypatch.setattr(Conf, "ORM", None)
+    monkeypatch.setattr(Conf, "BROKER_CLASS", None)  # the database queue's, which wins over Redis
     monkeypatch.setattr(Conf, "PREFIX", q_name)
     monkeypatch.setattr(Conf, "CLUSTER_NAME", q_name)
     monkeypatch.setattr(Conf, "REDIS", "redis://127.0.0.1:1/15")  # nothing listens there

@@ -37,7 +37,8 @@ def test_defaults_sqlite_wal_immediate_busy_timeout_and_the_orm_queue(monkeypatc
     assert db["OPTIONS"]["timeout"] >= 5
     assert "journal_mode=WAL" in db["OPTIONS"]["init_command"]
     assert s.Q_CLUSTER["orm"] == "default" and "redis" not in s.Q_CLUSTER
-    assert s.Q_CLUSTER["workers"] == 4
+    assert s.Q_CLUSTER["broker_class"] == "orders.queue.DatabaseQueue"  # the ORM queue, claimed in bulk
+    assert s.Q_CLUSTER["workers"] == s.Q_CLUSTER["bulk"] == 4
     assert s.DEBUG is False
 
 
@@ -50,6 +51,7 @@ def test_environment_overrides(monkeypatch):
         "django.db.backends.postgresql", "desk", "u", "p@ss", "db.example", 6543)
     assert "pool" not in db["OPTIONS"] and db["CONN_MAX_AGE"] > 0  # not a web process
     assert s.Q_CLUSTER["redis"] == "redis://127.0.0.1:6379/3" and "orm" not in s.Q_CLUSTER
+    assert "broker_class" not in s.Q_CLUSTER and "bulk" not in s.Q_CLUSTER
     assert (s.Q_CLUSTER["workers"], s.DEBUG, s.SECRET_KEY, s.ALLOWED_HOSTS) == (8, True, "k" * 50,
                                                                                  ["desk.example", "10.0.0.5"])
 
