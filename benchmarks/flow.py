@@ -720,7 +720,7 @@ def stack_shape() -> str:
     sys.path.insert(0, str(ROOT))
     from orderdesk import gunicorn_conf
 
-    q_workers = os.environ.get("ORDERDESK_Q_WORKERS", "4")
+    q_workers = os.environ.get("ORDERDESK_Q_WORKERS", "8")
     return (f"gunicorn {gunicorn_conf.workers} workers x {gunicorn_conf.threads} threads (gthread), "
             f"qcluster {q_workers} workers, orderwatcher; {os.cpu_count()} CPUs")
 

@@ -38,7 +38,7 @@ def test_defaults_sqlite_wal_immediate_busy_timeout_and_the_orm_queue(monkeypatc
     assert "journal_mode=WAL" in db["OPTIONS"]["init_command"]
     assert s.Q_CLUSTER["orm"] == "default" and "redis" not in s.Q_CLUSTER
     assert s.Q_CLUSTER["broker_class"] == "orders.queue.DatabaseQueue"  # the ORM queue, claimed in bulk
-    assert s.Q_CLUSTER["workers"] == s.Q_CLUSTER["bulk"] == 4
+    assert s.Q_CLUSTER["workers"] == s.Q_CLUSTER["bulk"] == 8
     assert s.DEBUG is False
 
 
