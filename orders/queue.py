@@ -10,7 +10,7 @@ and left to the OrderWatcher, which re-enqueues CREATED orders whose task never 
 import logging
 import threading
 from datetime import timedelta
-from functools import cache
+from functools import cache, cached_property
 from time import sleep
 
 from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, transaction
@@ -30,7 +30,6 @@ WATCH_TASK = "orders.tasks.watch_orders"
 DELIVER_TASK = "orders.tasks.deliver_notifications"
 CANCEL_TASK = "orders.tasks.cancel_order"
 MODIFY_TASK = "orders.tasks.modify_order"
-DATABASE_QUEUE = "orders.queue.DatabaseQueue"
 
 
 class DatabaseQueue(ORM):
@@ -45,20 +44,15 @@ class DatabaseQueue(ORM):
     claims the oldest waiting tasks (a claim still sets `lock` to now + retry only where it
     is in the past, so two clusters never take the same row), and one DELETE acknowledges."""
 
-    def __init__(self, list_key: str = Conf.PREFIX):
-        super().__init__(list_key)
-        self._claim_sql = self._delete_sql = ""
-
-    def _statements(self, connection):
-        if not self._claim_sql:
-            table = connection.ops.quote_name(OrmQ._meta.db_table)
-            lock, key = connection.ops.quote_name("lock"), connection.ops.quote_name("key")
-            self._claim_sql = (
-                f"UPDATE {table} SET {lock} = %s WHERE {lock} < %s AND id IN "
-                f"(SELECT id FROM {table} WHERE {key} = %s AND {lock} < %s ORDER BY id LIMIT %s) "
-                "RETURNING id, payload")
-            self._delete_sql = f"DELETE FROM {table} WHERE id = %s"
-        return self._claim_sql, self._delete_sql
+    @cached_property
+    def _sql(self) -> tuple[str, str]:
+        """(the claim, the acknowledgement), written once for the queue's database."""
+        quote = connections[Conf.ORM].ops.quote_name
+        table, lock, key = quote(OrmQ._meta.db_table), quote("lock"), quote("key")
+        claim = (f"UPDATE {table} SET {lock} = %s WHERE {lock} < %s AND id IN "
+                 f"(SELECT id FROM {table} WHERE {key} = %s AND {lock} < %s ORDER BY id LIMIT %s) "
+                 "RETURNING id, payload")
+        return claim, f"DELETE FROM {table} WHERE id = %s"
 
     def _connection(self):
         connection = connections[Conf.ORM]
@@ -68,7 +62,6 @@ class DatabaseQueue(ORM):
 
     def dequeue(self):
         connection = self._connection()
-        claim, _ = self._statements(connection)
         now = timezone.now()
         field = OrmQ._meta.get_field("lock")
         now_db = field.get_db_prep_value(now, connection)
@@ -76,16 +69,18 @@ class DatabaseQueue(ORM):
         # A transaction of its own: SQLite ends an autocommit statement's write only once its
         # RETURNING rows are read, after the writer queue would have let the next writer in.
         with transaction.atomic(using=Conf.ORM), connection.cursor() as cursor:
-            cursor.execute(claim, [until, now_db, self.list_key, now_db, Conf.BULK])
+            cursor.execute(self._sql[0], [until, now_db, self.list_key, now_db, Conf.BULK])
             tasks = sorted(cursor.fetchall())
         if tasks:
             return tasks
         sleep(Conf.POLL)  # empty queue, spare the CPU (as ORM.dequeue)
 
     def delete(self, task_id):
-        connection = self._connection()
-        with connection.cursor() as cursor:
-            cursor.execute(self._statements(connection)[1], [task_id])
+        with self._connection().cursor() as cursor:
+            cursor.execute(self._sql[1], [task_id])
+
+
+DATABASE_QUEUE = f"{DatabaseQueue.__module__}.{DatabaseQueue.__qualname__}"  # as Q_CLUSTER["broker_class"] names it
 
 
 def queue_in_database(using: str = DEFAULT_DB_ALIAS) -> bool:
